@@ -1,0 +1,181 @@
+//! The sync configuration a node runs with: what `PUT /admin/config` takes and the operator
+//! computes. Validation lives here so the node and the operator agree on what is valid.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Hlc;
+
+/// Which way changes flow between this node and a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// This node pulls the peer's changes.
+    Pull,
+    /// This node pushes its changes to the peer.
+    Push,
+    /// Both.
+    #[default]
+    Both,
+}
+
+impl Direction {
+    pub fn pulls(self) -> bool {
+        matches!(self, Direction::Pull | Direction::Both)
+    }
+    pub fn pushes(self) -> bool {
+        matches!(self, Direction::Push | Direction::Both)
+    }
+}
+
+/// How a concurrent update (neither version vector dominates) is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum ConflictStrategy {
+    /// Greater `(hlc, node_id)` wins everywhere; converges in any topology.
+    #[default]
+    LastWriterWins,
+    /// The receiving node's version wins. Converges only where one side is authoritative.
+    PreferLocal,
+    /// The incoming version wins. Converges only where one side is authoritative.
+    PreferRemote,
+    /// Collection settings merge field-wise (a semilattice join); documents use LWW.
+    Merge,
+}
+
+/// One peer of this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// A stable name for the peer (the operator uses the pod name).
+    pub peer_id: String,
+    /// Base URL of the peer's sync server, e.g. `http://10.0.0.6:8090`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub direction: Direction,
+    /// Collections exchanged with this peer; empty means all.
+    #[serde(default)]
+    pub collections: Vec<String>,
+}
+
+/// The whole sync configuration of a node, replaced at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub conflict_strategy: ConflictStrategy,
+    /// Tombstones older than this HLC may be purged (set by the operator).
+    #[serde(default)]
+    pub gc_horizon: Option<Hlc>,
+}
+
+fn default_interval() -> u64 {
+    30
+}
+fn default_batch() -> usize {
+    1000
+}
+
+pub const MAX_BATCH_SIZE: usize = 10_000;
+pub const MAX_INTERVAL_SECONDS: u64 = 86_400;
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            peers: Vec::new(),
+            interval_seconds: default_interval(),
+            batch_size: default_batch(),
+            conflict_strategy: ConflictStrategy::default(),
+            gc_horizon: None,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// Checks every field; the error names the field and what is wrong with it.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_INTERVAL_SECONDS).contains(&self.interval_seconds) {
+            return Err(format!(
+                "interval_seconds must be between 1 and {MAX_INTERVAL_SECONDS}, got {}",
+                self.interval_seconds
+            ));
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(format!(
+                "batch_size must be between 1 and {MAX_BATCH_SIZE}, got {}",
+                self.batch_size
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.peer_id.trim().is_empty() {
+                return Err(format!("peers[{i}].peer_id must not be empty"));
+            }
+            if !seen.insert(p.peer_id.as_str()) {
+                return Err(format!("peers[{i}].peer_id '{}' is listed twice", p.peer_id));
+            }
+            validate_endpoint(&p.endpoint).map_err(|e| format!("peers[{i}].endpoint: {e}"))?;
+            for c in &p.collections {
+                crate::model::validate_name(c)
+                    .map_err(|e| format!("peers[{i}].collections: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An endpoint must be an absolute http(s) URL with a host and nothing after the path.
+pub fn validate_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = url::Url::parse(endpoint).map_err(|e| format!("'{endpoint}' is not a URL: {e}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("'{endpoint}' must use http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{endpoint}' has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("'{endpoint}' must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_design_example_and_defaults() {
+        let c: SyncConfig = serde_json::from_str(
+            r#"{"peers": [{"peer_id": "rag-1", "endpoint": "http://10.0.0.6:8090",
+              "direction": "pull", "collections": []}],
+              "interval_seconds": 30, "batch_size": 1000,
+              "conflict_strategy": "LastWriterWins", "gc_horizon": null}"#,
+        )
+        .unwrap();
+        assert_eq!(c.peers[0].direction, Direction::Pull);
+        c.validate().unwrap();
+        let d: SyncConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(d, SyncConfig::default());
+    }
+
+    #[test]
+    fn rejects_bad_fields_with_their_names() {
+        let mut c = SyncConfig::default();
+        c.batch_size = 0;
+        assert!(c.validate().unwrap_err().contains("batch_size"));
+        let mut c = SyncConfig::default();
+        c.peers.push(PeerConfig {
+            peer_id: "a".into(),
+            endpoint: "ftp://x".into(),
+            direction: Direction::Both,
+            collections: vec![],
+        });
+        assert!(c.validate().unwrap_err().contains("peers[0].endpoint"));
+        assert!(serde_json::from_str::<SyncConfig>(r#"{"bogus": 1}"#).is_err());
+        assert!(serde_json::from_str::<SyncConfig>(r#"{"conflict_strategy": "Nope"}"#).is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! HTTP plumbing shared by every router: JSON errors, extractors whose rejections become
+//! those errors, and bearer-token authentication.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = serde_json::json!({"error": self.code(), "message": self.to_string()});
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// `axum::Json`, but a rejection is a JSON error saying what is wrong with the body.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> Error {
+    match rej.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            Error::PayloadTooLarge("request body is larger than the server accepts".into())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            Error::bad("request body must be JSON with 'Content-Type: application/json'")
+        }
+        _ => Error::bad(format!("invalid JSON body: {}", rej.body_text())),
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` with JSON errors.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rej) => Err(query_rejection(rej)),
+        }
+    }
+}
+
+fn query_rejection(rej: QueryRejection) -> Error {
+    Error::bad(format!("invalid query string: {}", rej.body_text()))
+}
+
+/// `axum::extract::Path` with JSON errors.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(rej) => Err(Error::bad(format!("invalid path: {}", rej.body_text()))),
+        }
+    }
+}
+
+/// Paths that never need a token (liveness and readiness probes).
+pub const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+
+/// Requires `Authorization: Bearer <token>` on every route but the probes when a token is
+/// configured. The comparison takes the same time wherever the tokens differ.
+pub async fn require_token(token: Option<Arc<str>>, req: Request, next: Next) -> Response {
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    if OPEN_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(_) => Error::Unauthorized("the bearer token is not valid".into()).into_response(),
+        None => Error::Unauthorized(
+            "this node requires 'Authorization: Bearer <token>'".into(),
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// JSON 404 for unknown routes.
+pub async fn not_found(uri: axum::http::Uri) -> Error {
+    Error::NotFound(format!("no route for {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares_exactly() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"abcd"));
+    }
+}

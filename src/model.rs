@@ -1,0 +1,548 @@
+//! The replicated data: collections, documents, their versions, and the changes that carry
+//! them between nodes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::hlc::Hlc;
+
+/// A node's 16-bit id, four lowercase hex digits on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NodeId(pub u16);
+
+impl NodeId {
+    pub fn to_hex(self) -> String {
+        format!("{:04x}", self.0)
+    }
+    pub fn from_hex(s: &str) -> Result<NodeId, String> {
+        if s.len() != 4 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("'{s}' is not a node id: expected 4 lowercase hex digits"));
+        }
+        u16::from_str_radix(s, 16).map(NodeId).map_err(|e| e.to_string())
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}", self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({:04x})", self.0)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        NodeId::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Per origin node, the HLC of that node's latest write this version has seen. An origin's
+/// HLCs strictly increase, so they serve as its counter.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VersionVector(pub BTreeMap<NodeId, Hlc>);
+
+impl fmt::Debug for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k.to_hex(), v.to_hex())))
+            .finish()
+    }
+}
+
+/// How two version vectors relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Causality {
+    Equal,
+    /// `self` has seen everything `other` has, and more.
+    Dominates,
+    /// `other` has seen everything `self` has, and more.
+    DominatedBy,
+    Concurrent,
+}
+
+impl VersionVector {
+    pub fn get(&self, node: NodeId) -> Hlc {
+        self.0.get(&node).copied().unwrap_or(Hlc::ZERO)
+    }
+
+    pub fn compare(&self, other: &VersionVector) -> Causality {
+        let mut greater = false;
+        let mut less = false;
+        for k in self.0.keys().chain(other.0.keys()) {
+            let (a, b) = (self.get(*k), other.get(*k));
+            greater |= a > b;
+            less |= a < b;
+        }
+        match (greater, less) {
+            (false, false) => Causality::Equal,
+            (true, false) => Causality::Dominates,
+            (false, true) => Causality::DominatedBy,
+            (true, true) => Causality::Concurrent,
+        }
+    }
+
+    /// Pointwise maximum.
+    pub fn join(&self, other: &VersionVector) -> VersionVector {
+        let mut out = self.0.clone();
+        for (k, v) in &other.0 {
+            let e = out.entry(*k).or_insert(*v);
+            if *v > *e {
+                *e = *v;
+            }
+        }
+        VersionVector(out)
+    }
+
+    /// This vector after a write by `node` at `hlc`.
+    pub fn bumped(&self, node: NodeId, hlc: Hlc) -> VersionVector {
+        let mut out = self.0.clone();
+        out.insert(node, hlc);
+        VersionVector(out)
+    }
+}
+
+/// The version of a record: who wrote it when, and what history it has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub hlc: Hlc,
+    pub node: NodeId,
+    pub vv: VersionVector,
+}
+
+impl Version {
+    /// Order for picking a visible winner: greater `(hlc, node)`.
+    pub fn order_key(&self) -> (Hlc, NodeId) {
+        (self.hlc, self.node)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkingSettings {
+    pub max_tokens: u32,
+    pub min_tokens: u32,
+    pub overlap_tokens: u32,
+}
+
+impl Default for ChunkingSettings {
+    fn default() -> Self {
+        ChunkingSettings {
+            max_tokens: 512,
+            min_tokens: 64,
+            overlap_tokens: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchSettings {
+    pub top_k: u32,
+    pub hybrid: bool,
+    pub hybrid_alpha: f64,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            top_k: 5,
+            hybrid: false,
+            hybrid_alpha: 0.5,
+        }
+    }
+}
+
+/// Which embedding model produced a collection's vectors. Vectors of different models are
+/// never mixed: sync of a collection stops while two nodes name different models.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectionSettings {
+    pub chunking: ChunkingSettings,
+    pub search: SearchSettings,
+    pub embedding: EmbeddingSettings,
+}
+
+impl CollectionSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        let c = &self.chunking;
+        if c.max_tokens == 0 || c.max_tokens > 1_000_000 {
+            return Err(format!(
+                "settings.chunking.max_tokens must be between 1 and 1000000, got {}",
+                c.max_tokens
+            ));
+        }
+        if c.min_tokens > c.max_tokens {
+            return Err(format!(
+                "settings.chunking.min_tokens ({}) must not exceed max_tokens ({})",
+                c.min_tokens, c.max_tokens
+            ));
+        }
+        if c.overlap_tokens >= c.max_tokens {
+            return Err(format!(
+                "settings.chunking.overlap_tokens ({}) must be less than max_tokens ({})",
+                c.overlap_tokens, c.max_tokens
+            ));
+        }
+        let s = &self.search;
+        if s.top_k == 0 || s.top_k > 10_000 {
+            return Err(format!(
+                "settings.search.top_k must be between 1 and 10000, got {}",
+                s.top_k
+            ));
+        }
+        if !(0.0..=1.0).contains(&s.hybrid_alpha) {
+            return Err(format!(
+                "settings.search.hybrid_alpha must be between 0 and 1, got {}",
+                s.hybrid_alpha
+            ));
+        }
+        if let Some(d) = self.embedding.dimensions {
+            if d == 0 || d > 65_536 {
+                return Err(format!(
+                    "settings.embedding.dimensions must be between 1 and 65536, got {d}"
+                ));
+            }
+        }
+        if let Some(m) = &self.embedding.model {
+            if m.trim().is_empty() || m.len() > 256 {
+                return Err("settings.embedding.model must be 1 to 256 characters".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A document as the data API and the sync protocol carry it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub id: String,
+    pub content: String,
+    #[serde(default = "empty_object")]
+    pub metadata: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// What kind of record a key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Collection,
+    Document,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Collection => "c",
+            Kind::Document => "d",
+        }
+    }
+    pub fn from_str(s: &str) -> Option<Kind> {
+        match s {
+            "c" => Some(Kind::Collection),
+            "d" => Some(Kind::Document),
+            _ => None,
+        }
+    }
+}
+
+/// Identifies one replicated record: a collection (`id` empty) or a document.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordKey {
+    pub collection: String,
+    pub kind: Kind,
+    pub id: String,
+}
+
+impl RecordKey {
+    pub fn collection(name: &str) -> Self {
+        RecordKey {
+            collection: name.to_string(),
+            kind: Kind::Collection,
+            id: String::new(),
+        }
+    }
+    pub fn document(collection: &str, id: &str) -> Self {
+        RecordKey {
+            collection: collection.to_string(),
+            kind: Kind::Document,
+            id: id.to_string(),
+        }
+    }
+}
+
+/// The state of a record; `None` in a [`Record`] is a tombstone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Value {
+    Collection { settings: CollectionSettings },
+    Document { document: Document },
+    Deleted,
+}
+
+/// A losing version kept after a concurrent update. Part of the replicated state (merged by
+/// set union keyed by `(hlc, node)`), so every node that learns of the record learns of its
+/// conflicts too, whatever order it saw the versions in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictVersion {
+    pub hlc: Hlc,
+    pub node: NodeId,
+    pub value: Value,
+}
+
+impl ConflictVersion {
+    pub fn order_key(&self) -> (Hlc, NodeId) {
+        (self.hlc, self.node)
+    }
+}
+
+/// How many losing versions a record keeps (the greatest by `(hlc, node)`).
+pub const MAX_CONFLICTS_PER_RECORD: usize = 16;
+
+/// The operation a change carries, tagged by `op` on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op")]
+pub enum ChangeBody {
+    CollectionCreate {
+        collection: String,
+        settings: CollectionSettings,
+    },
+    CollectionDelete {
+        collection: String,
+    },
+    DocumentInsert {
+        collection: String,
+        document: Document,
+    },
+    DocumentUpdate {
+        collection: String,
+        document: Document,
+    },
+    DocumentDelete {
+        collection: String,
+        id: String,
+    },
+}
+
+impl ChangeBody {
+    pub fn key(&self) -> RecordKey {
+        match self {
+            ChangeBody::CollectionCreate { collection, .. }
+            | ChangeBody::CollectionDelete { collection } => RecordKey::collection(collection),
+            ChangeBody::DocumentInsert {
+                collection,
+                document,
+            }
+            | ChangeBody::DocumentUpdate {
+                collection,
+                document,
+            } => RecordKey::document(collection, &document.id),
+            ChangeBody::DocumentDelete { collection, id } => RecordKey::document(collection, id),
+        }
+    }
+
+    pub fn collection(&self) -> &str {
+        match self {
+            ChangeBody::CollectionCreate { collection, .. }
+            | ChangeBody::CollectionDelete { collection }
+            | ChangeBody::DocumentInsert { collection, .. }
+            | ChangeBody::DocumentUpdate { collection, .. }
+            | ChangeBody::DocumentDelete { collection, .. } => collection,
+        }
+    }
+
+    /// The record state this change sets.
+    pub fn value(&self) -> Value {
+        match self {
+            ChangeBody::CollectionCreate { settings, .. } => Value::Collection {
+                settings: settings.clone(),
+            },
+            ChangeBody::DocumentInsert { document, .. }
+            | ChangeBody::DocumentUpdate { document, .. } => Value::Document {
+                document: document.clone(),
+            },
+            ChangeBody::CollectionDelete { .. } | ChangeBody::DocumentDelete { .. } => {
+                Value::Deleted
+            }
+        }
+    }
+
+    /// Builds the body for a record's state. `existed` picks Insert vs Update.
+    pub fn from_value(key: &RecordKey, value: Value, existed: bool) -> ChangeBody {
+        let collection = key.collection.clone();
+        match (key.kind, value) {
+            (Kind::Collection, Value::Collection { settings }) => ChangeBody::CollectionCreate {
+                collection,
+                settings,
+            },
+            (Kind::Collection, _) => ChangeBody::CollectionDelete { collection },
+            (Kind::Document, Value::Document { document }) if existed => {
+                ChangeBody::DocumentUpdate {
+                    collection,
+                    document,
+                }
+            }
+            (Kind::Document, Value::Document { document }) => ChangeBody::DocumentInsert {
+                collection,
+                document,
+            },
+            (Kind::Document, _) => ChangeBody::DocumentDelete {
+                collection,
+                id: key.id.clone(),
+            },
+        }
+    }
+}
+
+/// One entry of a node's change log: the latest state of one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Position in the sending node's log (its commit cursor); opaque to the receiver.
+    #[serde(default)]
+    pub cursor: Hlc,
+    pub version: Version,
+    #[serde(flatten)]
+    pub body: ChangeBody,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<ConflictVersion>,
+}
+
+/// A stored record: key, version, state and retained conflicts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub key: RecordKey,
+    pub version: Version,
+    pub value: Value,
+    pub conflicts: Vec<ConflictVersion>,
+    /// Commit cursor of the record's latest log entry on this node.
+    pub cursor: Hlc,
+    /// Whether the record was live before its latest write (Insert vs Update).
+    pub existed: bool,
+}
+
+impl Record {
+    pub fn to_change(&self) -> Change {
+        Change {
+            cursor: self.cursor,
+            version: self.version.clone(),
+            body: ChangeBody::from_value(&self.key, self.value.clone(), self.existed),
+            conflicts: self.conflicts.clone(),
+        }
+    }
+}
+
+/// Collection names: 1 to 128 of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if name.is_empty() || name.len() > 128 || !ok_chars || name.starts_with(['.', '-']) {
+        return Err(format!(
+            "'{}' is not a valid collection name: use 1 to 128 letters, digits, '.', '_' or '-', not starting with '.' or '-'",
+            name.chars().take(140).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// Document ids: 1 to 512 bytes, no control characters and no '/'.
+pub fn validate_doc_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 512 || id.chars().any(|c| c.is_control() || c == '/') {
+        return Err(format!(
+            "'{}' is not a valid document id: use 1 to 512 bytes without '/' or control characters",
+            id.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vv(entries: &[(u16, u64)]) -> VersionVector {
+        VersionVector(entries.iter().map(|(n, h)| (NodeId(*n), Hlc(*h))).collect())
+    }
+
+    #[test]
+    fn version_vector_causality() {
+        assert_eq!(vv(&[(1, 5)]).compare(&vv(&[(1, 5)])), Causality::Equal);
+        assert_eq!(vv(&[(1, 6)]).compare(&vv(&[(1, 5)])), Causality::Dominates);
+        assert_eq!(vv(&[(1, 5)]).compare(&vv(&[(1, 5), (2, 1)])), Causality::DominatedBy);
+        assert_eq!(vv(&[(1, 6)]).compare(&vv(&[(1, 5), (2, 1)])), Causality::Concurrent);
+        assert_eq!(vv(&[(1, 6)]).join(&vv(&[(1, 5), (2, 1)])), vv(&[(1, 6), (2, 1)]));
+    }
+
+    #[test]
+    fn change_wire_shape_is_tagged() {
+        let c = Change {
+            cursor: Hlc(1),
+            version: Version {
+                hlc: Hlc(2),
+                node: NodeId(0xab),
+                vv: vv(&[(0xab, 2)]),
+            },
+            body: ChangeBody::DocumentDelete {
+                collection: "docs".into(),
+                id: "d1".into(),
+            },
+            conflicts: vec![],
+        };
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["op"], "DocumentDelete");
+        assert_eq!(json["version"]["node"], "00ab");
+        assert_eq!(json["version"]["vv"]["00ab"], "0000000000000002");
+        let back: Change = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn names_and_ids_are_checked() {
+        assert!(validate_name("docs-1.v2").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name(".hidden").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_doc_id("x:1").is_ok());
+        assert!(validate_doc_id("a/b").is_err());
+        assert!(validate_doc_id("a\nb").is_err());
+    }
+
+    #[test]
+    fn settings_validation_names_the_field() {
+        let mut s = CollectionSettings::default();
+        s.validate().unwrap();
+        s.search.hybrid_alpha = 1.5;
+        assert!(s.validate().unwrap_err().contains("hybrid_alpha"));
+        let mut s = CollectionSettings::default();
+        s.chunking.overlap_tokens = 600;
+        assert!(s.validate().unwrap_err().contains("overlap_tokens"));
+    }
+}

@@ -1,0 +1,128 @@
+//! The admin API the operator drives, plus probes and metrics.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::SyncConfig;
+use crate::error::{Error, Result};
+use crate::hlc::Hlc;
+use crate::http::{Json, Query};
+use crate::model::NodeId;
+use crate::node::NodeState;
+use crate::store::Backlog;
+use crate::sync::manager::PeerStatus;
+use crate::sync::server::{parse_collections, parse_hlc};
+
+pub fn routes() -> Router<NodeState> {
+    Router::new()
+        .route("/admin/config", get(get_config).put(put_config))
+        .route("/admin/sync", post(sync_now))
+        .route("/admin/status", get(status))
+        .route("/admin/backlog", get(backlog))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn get_config(State(s): State<NodeState>) -> Json<SyncConfig> {
+    Json(s.manager.config())
+}
+
+async fn put_config(State(s): State<NodeState>, Json(cfg): Json<SyncConfig>) -> Result<Json<SyncConfig>> {
+    Ok(Json(s.manager.set_config(cfg).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncQuery {
+    peer: Option<String>,
+}
+
+async fn sync_now(State(s): State<NodeState>, Query(q): Query<SyncQuery>) -> Result<Json<serde_json::Value>> {
+    let stats = match q.peer {
+        Some(p) => vec![s.manager.sync_with(&p).await?],
+        None => s.manager.sync_all().await,
+    };
+    Ok(Json(json!({ "peers": stats })))
+}
+
+/// `GET /admin/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: NodeId,
+    pub incarnation: String,
+    /// Head of this node's change log.
+    pub watermark: Hlc,
+    /// Per origin node, the highest HLC of its writes applied here (for the GC horizon).
+    pub applied: std::collections::BTreeMap<NodeId, Hlc>,
+    pub gc_horizon: Option<Hlc>,
+    pub documents: u64,
+    pub tombstones: u64,
+    pub conflicts: u64,
+    pub wall_ms: u64,
+    pub max_clock_drift_ms: u64,
+    pub peers: Vec<PeerStatus>,
+}
+
+async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
+    let store = s.manager.store();
+    let stats = store.stats().await?;
+    Ok(Json(NodeStatus {
+        node_id: store.node_id(),
+        incarnation: store.incarnation().to_string(),
+        watermark: store.head().await?,
+        applied: store.applied_origins().await?,
+        gc_horizon: s.manager.config().gc_horizon,
+        documents: stats.documents,
+        tombstones: stats.tombstones,
+        conflicts: stats.conflicts,
+        wall_ms: store.clock().wall_ms(),
+        max_clock_drift_ms: store.clock().max_drift_ms(),
+        peers: s.manager.peer_statuses().await?,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BacklogQuery {
+    since: Option<String>,
+    collections: Option<String>,
+}
+
+async fn backlog(State(s): State<NodeState>, Query(q): Query<BacklogQuery>) -> Result<Json<Backlog>> {
+    let since = parse_hlc(q.since.as_deref(), "since")?;
+    let collections = parse_collections(q.collections.as_deref(), "collections")?;
+    Ok(Json(s.manager.store().backlog(since, &collections).await?))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<NodeState>) -> Result<Json<serde_json::Value>> {
+    s.manager
+        .store()
+        .head()
+        .await
+        .map_err(|e| Error::Internal(format!("store not ready: {e}")))?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+async fn metrics(State(s): State<NodeState>) -> Result<impl IntoResponse> {
+    let m = s.manager.metrics();
+    let store = s.manager.store();
+    let stats = store.stats().await?;
+    m.documents.set(stats.documents as i64);
+    m.tombstones.set(stats.tombstones as i64);
+    m.retained_conflicts.set(stats.conflicts as i64);
+    m.head_wall_ms.set(store.head().await?.wall_ms() as i64);
+    Ok((
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        m.encode(),
+    ))
+}

@@ -1,0 +1,46 @@
+//! The reference `rag-node`: a durable document store with the data API, the embedded sync
+//! server and the admin API the operator drives, assembled into one axum app.
+
+pub mod admin;
+pub mod data;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::sync::SyncManager;
+
+/// Largest data API body (one document with its embedding).
+pub const MAX_DOCUMENT_BODY: usize = 8 * 1024 * 1024;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct NodeState {
+    pub manager: Arc<SyncManager>,
+}
+
+/// The whole node app: data, sync and admin routes, probes and metrics, with bearer-token
+/// authentication (when `token` is set), compression both ways and request tracing.
+pub fn app(manager: Arc<SyncManager>, token: Option<Arc<str>>) -> Router {
+    let state = NodeState {
+        manager: manager.clone(),
+    };
+    let node_routes = data::routes()
+        .layer(DefaultBodyLimit::max(MAX_DOCUMENT_BODY))
+        .merge(admin::routes())
+        .with_state(state);
+    Router::new()
+        .merge(node_routes)
+        .merge(crate::sync::server::router(manager))
+        .fallback(crate::http::not_found)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            crate::http::require_token(token.clone(), req, next)
+        }))
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+}

@@ -1,0 +1,260 @@
+//! Durable storage of records, the change log, checkpoints and conflicts.
+//!
+//! [`Store`] is what a RAG service implements to embed rag-sync. The write rules (versions,
+//! commit cursors, conflict resolution, checkpoints in the same transaction) live once in
+//! [`engine`] and run inside each implementation's write transaction.
+
+pub mod engine;
+pub mod memory;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConflictStrategy, SyncConfig};
+use crate::error::Result;
+use crate::hlc::{Hlc, HlcClock};
+use crate::model::{Change, CollectionSettings, ConflictVersion, Document, NodeId, Record, Version};
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// Which changes a pull wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeFilter {
+    /// Only these collections; empty means all.
+    pub collections: Vec<String>,
+    /// Never these collections (e.g. while their embedding settings disagree).
+    pub exclude_collections: Vec<String>,
+    /// Leave out entries that are only the puller's own writes (echo suppression).
+    pub exclude_origin: Option<NodeId>,
+}
+
+impl ChangeFilter {
+    /// Whether `change` passes. Echo suppression drops an entry only when its whole history
+    /// is the excluded node's and it carries no conflicts, so merged versions still flow back.
+    pub fn admits(&self, change: &Change) -> bool {
+        if !self.collections.is_empty()
+            && !self
+                .collections
+                .iter()
+                .any(|c| c == change.body.collection())
+        {
+            return false;
+        }
+        if self
+            .exclude_collections
+            .iter()
+            .any(|c| c == change.body.collection())
+        {
+            return false;
+        }
+        if let Some(origin) = self.exclude_origin {
+            let own_only = change.version.node == origin
+                && change.version.vv.0.keys().all(|n| *n == origin)
+                && change.conflicts.is_empty();
+            if own_only {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One page of the change log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangesPage {
+    pub changes: Vec<Change>,
+    /// Where the next page starts: the last entry read, or the head of the read snapshot.
+    pub watermark: Hlc,
+    pub has_more: bool,
+}
+
+/// Names a checkpoint: a peer (by node id), a direction, and the collection scope it covers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CheckpointKey {
+    pub peer: NodeId,
+    pub direction: CheckpointDirection,
+    /// Sorted collection names joined by ',' (or `*` for all), then ` -` and the excluded
+    /// ones. A new scope starts from zero, which is how adding a collection resyncs it from
+    /// the start.
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointDirection {
+    /// Position in the peer's log up to which this node has applied.
+    Pull,
+    /// Position in this node's log up to which the peer has accepted.
+    Push,
+}
+
+impl CheckpointDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointDirection::Pull => "pull",
+            CheckpointDirection::Push => "push",
+        }
+    }
+}
+
+fn sorted_list(names: &[String]) -> String {
+    let mut c: Vec<&str> = names.iter().map(String::as_str).collect();
+    c.sort_unstable();
+    c.dedup();
+    c.join(",")
+}
+
+impl CheckpointKey {
+    /// The key for a peer, direction and collection filter (echo suppression does not change
+    /// which records a scope covers, so it is not part of the key).
+    pub fn new(peer: NodeId, direction: CheckpointDirection, filter: &ChangeFilter) -> Self {
+        let mut scope = if filter.collections.is_empty() {
+            "*".to_string()
+        } else {
+            sorted_list(&filter.collections)
+        };
+        if !filter.exclude_collections.is_empty() {
+            scope.push_str(" -");
+            scope.push_str(&sorted_list(&filter.exclude_collections));
+        }
+        CheckpointKey {
+            peer,
+            direction,
+            scope,
+        }
+    }
+}
+
+/// A saved position, valid only for the peer incarnation it was taken against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub key: CheckpointKey,
+    pub incarnation: String,
+    pub cursor: Hlc,
+    pub updated_ms: u64,
+}
+
+/// How an applied batch treats a change it must refuse (clock drift, bad embedding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Refuse the whole batch; nothing is applied (a push request).
+    AllOrNothing,
+    /// Apply the changes before the refused one and checkpoint just before it (a pull), so
+    /// the refused change is retried later and never skipped.
+    Prefix,
+}
+
+/// A conflict resolved while applying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictReport {
+    pub collection: String,
+    pub kind: crate::model::Kind,
+    pub id: String,
+    pub winner: Version,
+    pub loser_hlc: Hlc,
+    pub loser_node: NodeId,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    /// Changes that altered local state.
+    pub applied: usize,
+    /// Changes already covered by local state.
+    pub ignored: usize,
+    pub conflicts: Vec<ConflictReport>,
+    /// Why the batch stopped early (`Prefix` mode), if it did.
+    pub stopped: Option<crate::error::Error>,
+    /// The checkpoint saved with the batch, if any.
+    pub checkpoint: Option<Hlc>,
+}
+
+/// How much of the log lies after a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    pub pending: u64,
+    pub oldest: Option<Hlc>,
+}
+
+/// A record's retained conflicts, for the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictEntry {
+    pub collection: String,
+    pub kind: crate::model::Kind,
+    pub id: String,
+    pub winner: Version,
+    pub losers: Vec<ConflictVersion>,
+}
+
+/// Counts for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub collections: u64,
+    pub documents: u64,
+    pub tombstones: u64,
+    pub conflicts: u64,
+}
+
+/// A page of live documents in id order.
+#[derive(Debug, Clone)]
+pub struct DocumentPage {
+    pub documents: Vec<Record>,
+    pub next: Option<String>,
+}
+
+/// What a RAG service implements to embed rag-sync. Every method that returns `Ok` after a
+/// write has made that write durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn node_id(&self) -> NodeId;
+    /// Random id created with the store; a wiped or restored store gets a new one.
+    fn incarnation(&self) -> &str;
+    fn clock(&self) -> &HlcClock;
+
+    // Data.
+    async fn put_collection(&self, name: &str, settings: CollectionSettings) -> Result<Record>;
+    async fn delete_collection(&self, name: &str) -> Result<Record>;
+    async fn get_collection(&self, name: &str) -> Result<Option<Record>>;
+    async fn list_collections(&self) -> Result<Vec<Record>>;
+    async fn put_document(&self, collection: &str, document: Document) -> Result<Record>;
+    async fn delete_document(&self, collection: &str, id: &str) -> Result<Record>;
+    /// The record, live or tombstone.
+    async fn get_record(&self, key: &crate::model::RecordKey) -> Result<Option<Record>>;
+    async fn list_documents(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DocumentPage>;
+    async fn conflicts(&self, collection: Option<&str>, id: Option<&str>) -> Result<Vec<ConflictEntry>>;
+    async fn stats(&self) -> Result<StoreStats>;
+
+    // Sync.
+    /// Cursor of the latest commit (zero for an empty log).
+    async fn head(&self) -> Result<Hlc>;
+    async fn changes_since(&self, since: Hlc, limit: usize, filter: &ChangeFilter) -> Result<ChangesPage>;
+    /// Applies remote changes in one transaction, saving `checkpoint` in the same one.
+    async fn apply_changes(
+        &self,
+        changes: Vec<Change>,
+        strategy: ConflictStrategy,
+        mode: ApplyMode,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<ApplyReport>;
+    async fn checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>>;
+    async fn save_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+    /// Per origin node, the highest HLC of its writes this node has applied.
+    async fn applied_origins(&self) -> Result<BTreeMap<NodeId, Hlc>>;
+    async fn backlog(&self, since: Hlc, collections: &[String]) -> Result<Backlog>;
+    /// Purges tombstones with an HLC below `horizon` and older than `min_age_ms`.
+    async fn gc_tombstones(&self, horizon: Hlc, min_age_ms: u64) -> Result<usize>;
+
+    // Configuration persisted with the data, so a restarted node resumes its peers.
+    async fn load_config(&self) -> Result<Option<SyncConfig>>;
+    async fn save_config(&self, config: &SyncConfig) -> Result<()>;
+}

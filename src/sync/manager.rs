@@ -1,0 +1,554 @@
+//! `SyncManager`: the node's peers, per-peer checkpoints and statistics, sync rounds (pull,
+//! push, or both, per peer), anti-entropy recovery, and the background scheduler.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{PeerConfig, SyncConfig};
+use crate::error::{Error, Result};
+use crate::hlc::Hlc;
+use crate::model::NodeId;
+use crate::store::{
+    ApplyMode, ChangeFilter, Checkpoint, CheckpointDirection, CheckpointKey, Store,
+};
+use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer};
+use crate::sync::metrics::Metrics;
+use crate::sync::{embedding_mismatches, server::local_collections};
+
+/// Result of one round with one peer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerRoundStats {
+    pub peer_id: String,
+    /// Remote changes that altered local state.
+    pub pulled: u64,
+    /// Local changes sent to the peer.
+    pub pushed: u64,
+    pub conflicts: u64,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+/// What a node knows about one peer, for `/admin/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub peer_id: String,
+    pub endpoint: String,
+    pub direction: crate::config::Direction,
+    pub collections: Vec<String>,
+    pub node_id: Option<NodeId>,
+    pub incarnation: Option<String>,
+    /// Position in the peer's log up to which this node has applied (pull).
+    pub checkpoint: Option<Hlc>,
+    /// Position in this node's log the peer has accepted (push).
+    pub push_checkpoint: Option<Hlc>,
+    /// The peer's log head at the last round.
+    pub peer_watermark: Option<Hlc>,
+    pub last_success_ms: Option<u64>,
+    pub last_attempt_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub pulled_total: u64,
+    pub pushed_total: u64,
+    pub conflicts_total: u64,
+    /// Collections whose sync with this peer is stopped (embedding settings disagree).
+    pub blocked_collections: Vec<String>,
+}
+
+struct PeerRuntime {
+    config: PeerConfig,
+    client: HttpSyncPeer,
+    status: PeerStatus,
+}
+
+/// Drives sync for one node.
+pub struct SyncManager {
+    store: Arc<dyn Store>,
+    config: RwLock<SyncConfig>,
+    peers: Mutex<BTreeMap<String, PeerRuntime>>,
+    /// One round per peer at a time; concurrent callers wait for the running one.
+    round_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    http: reqwest::Client,
+    opts: ClientOptions,
+    metrics: Arc<Metrics>,
+    wake: Notify,
+    scheduler: Mutex<Option<JoinHandle<()>>>,
+    /// Tombstones younger than this (ms) are kept even below the GC horizon.
+    tombstone_min_age_ms: std::sync::atomic::AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    crate::hlc::WallClock::now_ms(&crate::hlc::SystemClock)
+}
+
+impl SyncManager {
+    pub fn new(store: Arc<dyn Store>, opts: ClientOptions) -> Result<Arc<Self>> {
+        Ok(Arc::new(SyncManager {
+            store,
+            config: RwLock::new(SyncConfig::default()),
+            peers: Mutex::new(BTreeMap::new()),
+            round_locks: Mutex::new(BTreeMap::new()),
+            http: build_client(&opts)?,
+            opts,
+            metrics: Arc::new(Metrics::new()),
+            wake: Notify::new(),
+            scheduler: Mutex::new(None),
+            tombstone_min_age_ms: std::sync::atomic::AtomicU64::new(3_600_000),
+        }))
+    }
+
+    /// Creates a manager and restores the configuration persisted in the store.
+    pub async fn open(store: Arc<dyn Store>, opts: ClientOptions) -> Result<Arc<Self>> {
+        let m = Self::new(store, opts)?;
+        if let Some(cfg) = m.store.load_config().await? {
+            m.install(cfg);
+        }
+        Ok(m)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> SyncConfig {
+        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Validates, persists and applies a whole configuration; takes effect without restart.
+    pub async fn set_config(&self, cfg: SyncConfig) -> Result<SyncConfig> {
+        cfg.validate().map_err(Error::BadRequest)?;
+        if cfg == self.config() {
+            return Ok(cfg);
+        }
+        self.store.save_config(&cfg).await?;
+        self.install(cfg.clone());
+        self.wake.notify_one();
+        Ok(cfg)
+    }
+
+    fn install(&self, cfg: SyncConfig) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut old = std::mem::take(&mut *peers);
+        for p in &cfg.peers {
+            let mut status = match old.remove(&p.peer_id) {
+                // Same peer at the same address keeps its counters and last results.
+                Some(rt) if rt.config.endpoint == p.endpoint => rt.status,
+                _ => PeerStatus::default(),
+            };
+            status.peer_id = p.peer_id.clone();
+            status.endpoint = p.endpoint.clone();
+            status.direction = p.direction;
+            status.collections = p.collections.clone();
+            let client = HttpSyncPeer::new(&p.peer_id, &p.endpoint, self.http.clone(), self.opts.clone());
+            peers.insert(
+                p.peer_id.clone(),
+                PeerRuntime {
+                    config: p.clone(),
+                    client,
+                    status,
+                },
+            );
+        }
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+
+    /// Adds (or replaces) one peer.
+    pub async fn add_peer(&self, peer: PeerConfig) -> Result<SyncConfig> {
+        let mut cfg = self.config();
+        cfg.peers.retain(|p| p.peer_id != peer.peer_id);
+        cfg.peers.push(peer);
+        self.set_config(cfg).await
+    }
+
+    /// Removes one peer; unknown ids are a `NotFound`.
+    pub async fn remove_peer(&self, peer_id: &str) -> Result<SyncConfig> {
+        let mut cfg = self.config();
+        let before = cfg.peers.len();
+        cfg.peers.retain(|p| p.peer_id != peer_id);
+        if cfg.peers.len() == before {
+            return Err(Error::NotFound(format!("no peer '{peer_id}'")));
+        }
+        self.set_config(cfg).await
+    }
+
+    pub fn peer_ids(&self) -> Vec<String> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// One round with every peer (concurrently).
+    pub async fn sync_all(&self) -> Vec<PeerRoundStats> {
+        let ids = self.peer_ids();
+        futures::future::join_all(ids.iter().map(|id| self.sync_round(id, false))).await
+    }
+
+    /// One round with one peer.
+    pub async fn sync_with(&self, peer_id: &str) -> Result<PeerRoundStats> {
+        if !self.peer_ids().iter().any(|p| p == peer_id) {
+            return Err(Error::NotFound(format!("no peer '{peer_id}'")));
+        }
+        Ok(self.sync_round(peer_id, false).await)
+    }
+
+    /// After a partition heals: a normal round, then an anti-entropy check that both sides
+    /// hold the same records (digest of every record's version); on a mismatch, a full
+    /// resync from the start of both logs repairs whatever the log path missed.
+    pub async fn recover_from_partition(&self, peer_id: &str) -> Result<PeerRoundStats> {
+        let first = self.sync_with(peer_id).await?;
+        if first.error.is_some() {
+            return Ok(first);
+        }
+        Ok(self.sync_round(peer_id, true).await)
+    }
+
+    fn peer_snapshot(&self, peer_id: &str) -> Option<(PeerConfig, HttpSyncPeer)> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer_id)
+            .map(|rt| (rt.config.clone(), rt.client.clone()))
+    }
+
+    fn update_status(&self, peer_id: &str, f: impl FnOnce(&mut PeerStatus)) {
+        if let Some(rt) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(peer_id)
+        {
+            f(&mut rt.status);
+        }
+    }
+
+    fn round_lock(&self, peer_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.round_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    async fn sync_round(&self, peer_id: &str, full: bool) -> PeerRoundStats {
+        let lock = self.round_lock(peer_id);
+        let _guard = lock.lock().await;
+        let started = Instant::now();
+        let mut stats = PeerRoundStats {
+            peer_id: peer_id.to_string(),
+            ..Default::default()
+        };
+        let result = match self.peer_snapshot(peer_id) {
+            Some((cfg, client)) => self.run_round(&cfg, &client, full, &mut stats).await,
+            None => Err(Error::NotFound(format!("no peer '{peer_id}'"))),
+        };
+        stats.duration_ms = started.elapsed().as_millis() as u64;
+        let now = now_ms();
+        if let Err(e) = &result {
+            tracing::warn!(peer = peer_id, error = %e, "sync round failed");
+            stats.error = Some(e.to_string());
+        }
+        self.metrics.round(
+            peer_id,
+            stats.pulled,
+            stats.pushed,
+            stats.conflicts,
+            started.elapsed().as_secs_f64(),
+            stats.error.is_some(),
+        );
+        self.update_status(peer_id, |s| {
+            s.last_attempt_ms = Some(now);
+            s.pulled_total += stats.pulled;
+            s.pushed_total += stats.pushed;
+            s.conflicts_total += stats.conflicts;
+            match &stats.error {
+                None => {
+                    s.last_success_ms = Some(now);
+                    s.last_error = None;
+                }
+                Some(e) => s.last_error = Some(e.clone()),
+            }
+        });
+        stats
+    }
+
+    async fn run_round(
+        &self,
+        cfg: &PeerConfig,
+        client: &HttpSyncPeer,
+        full: bool,
+        stats: &mut PeerRoundStats,
+    ) -> Result<()> {
+        let wm = client.watermark().await?;
+        if wm.node_id == self.store.node_id() {
+            return Err(Error::Peer {
+                peer: cfg.peer_id.clone(),
+                message: format!(
+                    "the peer has this node's own id {}: node ids must be unique",
+                    wm.node_id
+                ),
+            });
+        }
+        // RAG safety: never mix vectors of different embedding models.
+        let remote = client.collections().await?.collections;
+        let local = local_collections(self).await?;
+        let blocked: Vec<(String, String)> = embedding_mismatches(&local, &remote)
+            .into_iter()
+            .filter(|(c, _)| cfg.collections.is_empty() || cfg.collections.contains(c))
+            .collect();
+        let filter = ChangeFilter {
+            collections: cfg.collections.clone(),
+            exclude_collections: blocked.iter().map(|(c, _)| c.clone()).collect(),
+            exclude_origin: None,
+        };
+        self.update_status(&cfg.peer_id, |s| {
+            s.node_id = Some(wm.node_id);
+            s.incarnation = Some(wm.incarnation.clone());
+            s.peer_watermark = Some(wm.hlc);
+            s.blocked_collections = blocked.iter().map(|(c, _)| c.clone()).collect();
+        });
+        let strategy = self.config().conflict_strategy;
+        let batch = self.config().batch_size;
+        let mut first_error = None;
+        if cfg.direction.pulls() {
+            if let Err(e) = self
+                .pull(cfg, client, &wm, &filter, strategy, batch, full, stats)
+                .await
+            {
+                first_error = Some(e);
+            }
+        }
+        if cfg.direction.pushes() && first_error.is_none() {
+            if let Err(e) = self.push(cfg, client, &wm, &filter, batch, full, stats).await {
+                first_error = Some(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if let Some((_, msg)) = blocked.first() {
+            return Err(Error::EmbeddingMismatch(msg.clone()));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pull(
+        &self,
+        cfg: &PeerConfig,
+        client: &HttpSyncPeer,
+        wm: &crate::sync::WatermarkResponse,
+        filter: &ChangeFilter,
+        strategy: crate::config::ConflictStrategy,
+        batch: usize,
+        full: bool,
+        stats: &mut PeerRoundStats,
+    ) -> Result<()> {
+        let key = CheckpointKey::new(wm.node_id, CheckpointDirection::Pull, filter);
+        let mut cursor = match self.store.checkpoint(&key).await? {
+            Some(cp) if cp.incarnation == wm.incarnation && !full => cp.cursor,
+            _ => Hlc::ZERO,
+        };
+        // Echo suppression only when resuming: a node pulling from zero may have been wiped
+        // and needs its own old writes back.
+        let mut filter = filter.clone();
+        if cursor > Hlc::ZERO {
+            filter.exclude_origin = Some(self.store.node_id());
+        }
+        let mut page = client.changes(cursor, batch, &filter).await?;
+        loop {
+            // Fetch the following page while this one is applied.
+            let following = page
+                .has_more
+                .then(|| client.changes(page.watermark, batch, &filter));
+            let checkpoint = Checkpoint {
+                key: key.clone(),
+                incarnation: wm.incarnation.clone(),
+                cursor: page.watermark,
+                updated_ms: now_ms(),
+            };
+            let apply = self.store.apply_changes(
+                page.changes,
+                strategy,
+                ApplyMode::Prefix,
+                Some(checkpoint),
+            );
+            let (report, prefetched) = match following {
+                Some(f) => {
+                    let (r, p) = futures::future::join(apply, f).await;
+                    (r?, Some(p))
+                }
+                None => (apply.await?, None),
+            };
+            stats.pulled += report.applied as u64;
+            stats.conflicts += report.conflicts.len() as u64;
+            if let Some(c) = report.checkpoint {
+                cursor = c;
+            }
+            self.update_status(&cfg.peer_id, |s| s.checkpoint = Some(cursor));
+            if let Some(stop) = report.stopped {
+                return Err(Error::Peer {
+                    peer: cfg.peer_id.clone(),
+                    message: format!("pull stopped at a refused change: {stop}"),
+                });
+            }
+            match prefetched {
+                Some(p) => page = p?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push(
+        &self,
+        cfg: &PeerConfig,
+        client: &HttpSyncPeer,
+        wm: &crate::sync::WatermarkResponse,
+        filter: &ChangeFilter,
+        batch: usize,
+        full: bool,
+        stats: &mut PeerRoundStats,
+    ) -> Result<()> {
+        let key = CheckpointKey::new(wm.node_id, CheckpointDirection::Push, filter);
+        let mut cursor = match self.store.checkpoint(&key).await? {
+            Some(cp) if cp.incarnation == wm.incarnation && !full => cp.cursor,
+            _ => Hlc::ZERO,
+        };
+        let mut filter = filter.clone();
+        if cursor > Hlc::ZERO {
+            filter.exclude_origin = Some(wm.node_id);
+        }
+        loop {
+            let page = self.store.changes_since(cursor, batch, &filter).await?;
+            if !page.changes.is_empty() {
+                let n = page.changes.len() as u64;
+                let resp = client.push(page.changes, page.watermark).await?;
+                stats.pushed += n;
+                stats.conflicts += resp.conflicts.len() as u64;
+            }
+            if page.watermark > cursor {
+                self.store
+                    .save_checkpoint(Checkpoint {
+                        key: key.clone(),
+                        incarnation: wm.incarnation.clone(),
+                        cursor: page.watermark,
+                        updated_ms: now_ms(),
+                    })
+                    .await?;
+                cursor = page.watermark;
+                self.update_status(&cfg.peer_id, |s| s.push_checkpoint = Some(cursor));
+            }
+            if !page.has_more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Per-peer status with the checkpoints of each peer's configured scope.
+    pub async fn peer_statuses(&self) -> Result<Vec<PeerStatus>> {
+        let mut out: Vec<PeerStatus> = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|rt| rt.status.clone())
+            .collect();
+        for s in &mut out {
+            if let (Some(node), Some(inc)) = (s.node_id, s.incarnation.clone()) {
+                let filter = ChangeFilter {
+                    collections: s.collections.clone(),
+                    exclude_collections: s.blocked_collections.clone(),
+                    exclude_origin: None,
+                };
+                for dir in [CheckpointDirection::Pull, CheckpointDirection::Push] {
+                    let cp = self
+                        .store
+                        .checkpoint(&CheckpointKey::new(node, dir, &filter))
+                        .await?
+                        .filter(|cp| cp.incarnation == inc)
+                        .map(|cp| cp.cursor);
+                    match dir {
+                        CheckpointDirection::Pull => s.checkpoint = cp,
+                        CheckpointDirection::Push => s.push_checkpoint = cp,
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Purges tombstones below the configured GC horizon (if any).
+    pub async fn run_gc(&self) -> Result<usize> {
+        match self.config().gc_horizon {
+            Some(h) => {
+                self.store
+                    .gc_tombstones(
+                        h,
+                        self.tombstone_min_age_ms
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    )
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Tombstones younger than `age` are kept even below the GC horizon.
+    pub fn set_tombstone_min_age(&self, age: Duration) {
+        self.tombstone_min_age_ms
+            .store(age.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Starts the background scheduler: a round with every peer each `interval_seconds`,
+    /// and at once after a configuration change.
+    pub fn start_scheduler(self: &Arc<Self>) {
+        let mut slot = self.scheduler.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        let m = self.clone();
+        *slot = Some(tokio::spawn(async move {
+            loop {
+                let interval = Duration::from_secs(m.config().interval_seconds);
+                let stats = m.sync_all().await;
+                if let Err(e) = m.run_gc().await {
+                    tracing::warn!(error = %e, "tombstone GC failed");
+                }
+                let failed: BTreeSet<&str> = stats
+                    .iter()
+                    .filter(|s| s.error.is_some())
+                    .map(|s| s.peer_id.as_str())
+                    .collect();
+                tracing::debug!(peers = stats.len(), failed = failed.len(), "sync round done");
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = m.wake.notified() => {}
+                }
+            }
+        }));
+    }
+
+    pub fn stop_scheduler(&self) {
+        if let Some(h) = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+    }
+}
+
