@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::hlc::Hlc;
 
 /// Which way changes flow between this node and a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// This node pulls the peer's changes.
@@ -116,7 +118,10 @@ impl SyncConfig {
                 return Err(format!("peers[{i}].peer_id must not be empty"));
             }
             if !seen.insert(p.peer_id.as_str()) {
-                return Err(format!("peers[{i}].peer_id '{}' is listed twice", p.peer_id));
+                return Err(format!(
+                    "peers[{i}].peer_id '{}' is listed twice",
+                    p.peer_id
+                ));
             }
             validate_endpoint(&p.endpoint).map_err(|e| format!("peers[{i}].endpoint: {e}"))?;
             for c in &p.collections {

@@ -38,7 +38,11 @@ impl Hlc {
 
     /// Parses exactly sixteen lowercase hex digits; anything else is an error, never a panic.
     pub fn from_hex(s: &str) -> Result<Hlc, HlcParseError> {
-        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 16
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(HlcParseError(s.chars().take(40).collect()));
         }
         u64::from_str_radix(s, 16)
@@ -106,7 +110,9 @@ pub struct HlcParseError(pub String);
 
 /// A remote timestamp too far ahead of this node's wall clock.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("clock drift: remote HLC {remote} is {ahead_ms} ms ahead of local wall clock (max {max_ms} ms)")]
+#[error(
+    "clock drift: remote HLC {remote} is {ahead_ms} ms ahead of local wall clock (max {max_ms} ms)"
+)]
 pub struct DriftError {
     pub remote: Hlc,
     pub ahead_ms: u64,
@@ -273,8 +279,18 @@ mod tests {
         let h = Hlc::new(1_700_000_000_000, 7);
         assert_eq!(h.to_hex().len(), 16);
         assert_eq!(Hlc::from_hex(&h.to_hex()).unwrap(), h);
-        assert_eq!(serde_json::to_string(&h).unwrap(), format!("\"{}\"", h.to_hex()));
-        for bad in ["", "zz", "0000000000000000a", "ABCDEF0000000000", "-000000000000001", " 000000000000001"] {
+        assert_eq!(
+            serde_json::to_string(&h).unwrap(),
+            format!("\"{}\"", h.to_hex())
+        );
+        for bad in [
+            "",
+            "zz",
+            "0000000000000000a",
+            "ABCDEF0000000000",
+            "-000000000000001",
+            " 000000000000001",
+        ] {
             assert!(Hlc::from_hex(bad).is_err(), "{bad:?} must be rejected");
         }
         assert!(serde_json::from_str::<Hlc>("\"xyz\"").is_err());

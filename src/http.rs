@@ -108,10 +108,8 @@ pub async fn require_token(token: Option<Arc<str>>, req: Request, next: Next) ->
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
         Some(_) => Error::Unauthorized("the bearer token is not valid".into()).into_response(),
-        None => Error::Unauthorized(
-            "this node requires 'Authorization: Bearer <token>'".into(),
-        )
-        .into_response(),
+        None => Error::Unauthorized("this node requires 'Authorization: Bearer <token>'".into())
+            .into_response(),
     }
 }
 

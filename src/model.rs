@@ -17,10 +17,18 @@ impl NodeId {
         format!("{:04x}", self.0)
     }
     pub fn from_hex(s: &str) -> Result<NodeId, String> {
-        if s.len() != 4 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("'{s}' is not a node id: expected 4 lowercase hex digits"));
+        if s.len() != 4
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "'{s}' is not a node id: expected 4 lowercase hex digits"
+            ));
         }
-        u16::from_str_radix(s, 16).map(NodeId).map_err(|e| e.to_string())
+        u16::from_str_radix(s, 16)
+            .map(NodeId)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -496,9 +504,18 @@ mod tests {
     fn version_vector_causality() {
         assert_eq!(vv(&[(1, 5)]).compare(&vv(&[(1, 5)])), Causality::Equal);
         assert_eq!(vv(&[(1, 6)]).compare(&vv(&[(1, 5)])), Causality::Dominates);
-        assert_eq!(vv(&[(1, 5)]).compare(&vv(&[(1, 5), (2, 1)])), Causality::DominatedBy);
-        assert_eq!(vv(&[(1, 6)]).compare(&vv(&[(1, 5), (2, 1)])), Causality::Concurrent);
-        assert_eq!(vv(&[(1, 6)]).join(&vv(&[(1, 5), (2, 1)])), vv(&[(1, 6), (2, 1)]));
+        assert_eq!(
+            vv(&[(1, 5)]).compare(&vv(&[(1, 5), (2, 1)])),
+            Causality::DominatedBy
+        );
+        assert_eq!(
+            vv(&[(1, 6)]).compare(&vv(&[(1, 5), (2, 1)])),
+            Causality::Concurrent
+        );
+        assert_eq!(
+            vv(&[(1, 6)]).join(&vv(&[(1, 5), (2, 1)])),
+            vv(&[(1, 6), (2, 1)])
+        );
     }
 
     #[test]

@@ -48,7 +48,8 @@ struct Args {
 fn read_token(args: &Args) -> anyhow::Result<Option<String>> {
     let raw = match &args.token_file {
         Some(f) => Some(
-            std::fs::read_to_string(f).with_context(|| format!("reading token file {}", f.display()))?,
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading token file {}", f.display()))?,
         ),
         None => std::env::var("RAG_SYNC_TOKEN").ok(),
     };
@@ -64,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
     let token = read_token(&args)?;
@@ -79,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
         ..ClientOptions::default()
     };
     let manager = SyncManager::open(store.clone(), opts).await?;
-    manager.set_tombstone_min_age(std::time::Duration::from_secs(args.tombstone_min_age_seconds));
+    manager.set_tombstone_min_age(std::time::Duration::from_secs(
+        args.tombstone_min_age_seconds,
+    ));
     manager.start_scheduler();
     let app = rag_sync::node::app(manager.clone(), token.map(Arc::from));
     let listener = tokio::net::TcpListener::bind(args.listen)

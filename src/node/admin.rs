@@ -33,7 +33,10 @@ async fn get_config(State(s): State<NodeState>) -> Json<SyncConfig> {
     Json(s.manager.config())
 }
 
-async fn put_config(State(s): State<NodeState>, Json(cfg): Json<SyncConfig>) -> Result<Json<SyncConfig>> {
+async fn put_config(
+    State(s): State<NodeState>,
+    Json(cfg): Json<SyncConfig>,
+) -> Result<Json<SyncConfig>> {
     Ok(Json(s.manager.set_config(cfg).await?))
 }
 
@@ -43,7 +46,10 @@ struct SyncQuery {
     peer: Option<String>,
 }
 
-async fn sync_now(State(s): State<NodeState>, Query(q): Query<SyncQuery>) -> Result<Json<serde_json::Value>> {
+async fn sync_now(
+    State(s): State<NodeState>,
+    Query(q): Query<SyncQuery>,
+) -> Result<Json<serde_json::Value>> {
     let stats = match q.peer {
         Some(p) => vec![s.manager.sync_with(&p).await?],
         None => s.manager.sync_all().await,
@@ -94,7 +100,10 @@ struct BacklogQuery {
     collections: Option<String>,
 }
 
-async fn backlog(State(s): State<NodeState>, Query(q): Query<BacklogQuery>) -> Result<Json<Backlog>> {
+async fn backlog(
+    State(s): State<NodeState>,
+    Query(q): Query<BacklogQuery>,
+) -> Result<Json<Backlog>> {
     let since = parse_hlc(q.since.as_deref(), "since")?;
     let collections = parse_collections(q.collections.as_deref(), "collections")?;
     Ok(Json(s.manager.store().backlog(since, &collections).await?))
@@ -122,7 +131,10 @@ async fn metrics(State(s): State<NodeState>) -> Result<impl IntoResponse> {
     m.retained_conflicts.set(stats.conflicts as i64);
     m.head_wall_ms.set(store.head().await?.wall_ms() as i64);
     Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         m.encode(),
     ))
 }

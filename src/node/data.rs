@@ -17,14 +17,19 @@ pub fn routes() -> Router<NodeState> {
         .route("/collections", get(list_collections))
         .route(
             "/collections/{name}",
-            put(put_collection).get(get_collection).delete(delete_collection),
+            put(put_collection)
+                .get(get_collection)
+                .delete(delete_collection),
         )
         .route("/collections/{name}/documents", get(list_documents))
         .route(
             "/collections/{name}/documents/{id}",
             put(put_document).get(get_document).delete(delete_document),
         )
-        .route("/collections/{name}/documents/{id}/conflicts", get(document_conflicts))
+        .route(
+            "/collections/{name}/documents/{id}/conflicts",
+            get(document_conflicts),
+        )
 }
 
 #[derive(Deserialize)]
@@ -48,7 +53,10 @@ fn collection_view(r: Record) -> Result<CollectionView> {
             settings,
             version: r.version,
         }),
-        _ => Err(Error::NotFound(format!("collection '{}' does not exist", r.key.collection))),
+        _ => Err(Error::NotFound(format!(
+            "collection '{}' does not exist",
+            r.key.collection
+        ))),
     }
 }
 
@@ -96,21 +104,35 @@ async fn put_collection(
     Path(name): Path<String>,
     Json(body): Json<CollectionBody>,
 ) -> Result<Json<CollectionView>> {
-    let r = s.manager.store().put_collection(&name, body.settings).await?;
+    let r = s
+        .manager
+        .store()
+        .put_collection(&name, body.settings)
+        .await?;
     Ok(Json(collection_view(r)?))
 }
 
-async fn get_collection(State(s): State<NodeState>, Path(name): Path<String>) -> Result<Json<CollectionView>> {
+async fn get_collection(
+    State(s): State<NodeState>,
+    Path(name): Path<String>,
+) -> Result<Json<CollectionView>> {
     crate::model::validate_name(&name).map_err(Error::BadRequest)?;
     match s.manager.store().get_collection(&name).await? {
         Some(r) => Ok(Json(collection_view(r)?)),
-        None => Err(Error::NotFound(format!("collection '{name}' does not exist"))),
+        None => Err(Error::NotFound(format!(
+            "collection '{name}' does not exist"
+        ))),
     }
 }
 
-async fn delete_collection(State(s): State<NodeState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>> {
+async fn delete_collection(
+    State(s): State<NodeState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>> {
     let r = s.manager.store().delete_collection(&name).await?;
-    Ok(Json(json!({"name": name, "deleted": true, "version": r.version})))
+    Ok(Json(
+        json!({"name": name, "deleted": true, "version": r.version}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -150,7 +172,9 @@ async fn get_document(
     crate::model::validate_doc_id(&id).map_err(Error::BadRequest)?;
     let store = s.manager.store();
     if store.get_collection(&name).await?.is_none() {
-        return Err(Error::NotFound(format!("collection '{name}' does not exist")));
+        return Err(Error::NotFound(format!(
+            "collection '{name}' does not exist"
+        )));
     }
     match store.get_record(&RecordKey::document(&name, &id)).await? {
         Some(r) => Ok(Json(document_view(r)?)),
@@ -165,7 +189,9 @@ async fn delete_document(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>> {
     let r = s.manager.store().delete_document(&name, &id).await?;
-    Ok(Json(json!({"id": id, "deleted": true, "version": r.version})))
+    Ok(Json(
+        json!({"id": id, "deleted": true, "version": r.version}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -184,9 +210,13 @@ async fn list_documents(
     let limit = parse_limit(q.limit.as_deref(), 100, 1000)?;
     let store = s.manager.store();
     if store.get_collection(&name).await?.is_none() {
-        return Err(Error::NotFound(format!("collection '{name}' does not exist")));
+        return Err(Error::NotFound(format!(
+            "collection '{name}' does not exist"
+        )));
     }
-    let page = store.list_documents(&name, q.after.as_deref(), limit).await?;
+    let page = store
+        .list_documents(&name, q.after.as_deref(), limit)
+        .await?;
     let docs = page
         .documents
         .into_iter()
@@ -202,7 +232,11 @@ async fn document_conflicts(
     crate::model::validate_name(&name).map_err(Error::BadRequest)?;
     crate::model::validate_doc_id(&id).map_err(Error::BadRequest)?;
     let store = s.manager.store();
-    if store.get_record(&RecordKey::document(&name, &id)).await?.is_none() {
+    if store
+        .get_record(&RecordKey::document(&name, &id))
+        .await?
+        .is_none()
+    {
         return Err(Error::NotFound(format!(
             "document '{id}' does not exist in collection '{name}'"
         )));

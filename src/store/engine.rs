@@ -7,8 +7,8 @@ use crate::config::ConflictStrategy;
 use crate::error::{Error, Result};
 use crate::hlc::{Hlc, HlcClock};
 use crate::model::{
-    validate_doc_id, validate_name, Change, ChangeBody, CollectionSettings, Document, Kind,
-    NodeId, Record, RecordKey, Value, Version, VersionVector,
+    validate_doc_id, validate_name, Change, ChangeBody, CollectionSettings, Document, Kind, NodeId,
+    Record, RecordKey, Value, Version, VersionVector,
 };
 use crate::store::{ApplyMode, ApplyReport, Checkpoint, ConflictReport};
 use crate::sync::conflict::{resolve, Resolution, State};
@@ -50,7 +50,10 @@ fn local_write(txn: &mut impl Txn, ctx: &Ctx, key: RecordKey, value: Value) -> R
             vv: base.bumped(ctx.node, hlc),
         },
         value,
-        conflicts: existing.as_ref().map(|r| r.conflicts.clone()).unwrap_or_default(),
+        conflicts: existing
+            .as_ref()
+            .map(|r| r.conflicts.clone())
+            .unwrap_or_default(),
         cursor: hlc,
         existed: is_live(&existing),
         key,
@@ -76,7 +79,11 @@ fn require_collection(txn: &mut impl Txn, name: &str) -> Result<CollectionSettin
 }
 
 /// A document's embedding must have the collection's declared dimension.
-pub fn check_embedding(settings: &CollectionSettings, collection: &str, doc: &Document) -> Result<()> {
+pub fn check_embedding(
+    settings: &CollectionSettings,
+    collection: &str,
+    doc: &Document,
+) -> Result<()> {
     if let (Some(dims), Some(e)) = (settings.embedding.dimensions, &doc.embedding) {
         if e.len() != dims as usize {
             return Err(Error::bad(format!(
@@ -124,7 +131,12 @@ pub fn delete_collection(txn: &mut impl Txn, ctx: &Ctx, name: &str) -> Result<Re
     local_write(txn, ctx, RecordKey::collection(name), Value::Deleted)
 }
 
-pub fn put_document(txn: &mut impl Txn, ctx: &Ctx, collection: &str, doc: Document) -> Result<Record> {
+pub fn put_document(
+    txn: &mut impl Txn,
+    ctx: &Ctx,
+    collection: &str,
+    doc: Document,
+) -> Result<Record> {
     validate_name(collection).map_err(Error::BadRequest)?;
     validate_doc_id(&doc.id).map_err(Error::BadRequest)?;
     if !doc.metadata.is_object() {
@@ -136,7 +148,12 @@ pub fn put_document(txn: &mut impl Txn, ctx: &Ctx, collection: &str, doc: Docume
     local_write(txn, ctx, key, Value::Document { document: doc })
 }
 
-pub fn delete_document(txn: &mut impl Txn, ctx: &Ctx, collection: &str, id: &str) -> Result<Record> {
+pub fn delete_document(
+    txn: &mut impl Txn,
+    ctx: &Ctx,
+    collection: &str,
+    id: &str,
+) -> Result<Record> {
     validate_name(collection).map_err(Error::BadRequest)?;
     validate_doc_id(id).map_err(Error::BadRequest)?;
     require_collection(txn, collection)?;
@@ -172,7 +189,8 @@ fn refusal(txn: &mut impl Txn, ctx: &Ctx, change: &Change) -> Result<Option<Erro
         ))));
     }
     match &change.body {
-        ChangeBody::DocumentInsert { document, .. } | ChangeBody::DocumentUpdate { document, .. } => {
+        ChangeBody::DocumentInsert { document, .. }
+        | ChangeBody::DocumentUpdate { document, .. } => {
             if let Some(settings) = live_collection(txn, &key.collection)? {
                 if let Err(e) = check_embedding(&settings, &key.collection, document) {
                     return Ok(Some(e));

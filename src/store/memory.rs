@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use crate::config::{ConflictStrategy, SyncConfig};
 use crate::error::Result;
 use crate::hlc::{Hlc, HlcClock};
-use crate::model::{Change, CollectionSettings, Document, Kind, NodeId, Record, RecordKey, Value, VersionVector};
+use crate::model::{
+    Change, CollectionSettings, Document, Kind, NodeId, Record, RecordKey, Value, VersionVector,
+};
 use crate::store::engine::{self, Ctx, Txn};
 use crate::store::{
     ApplyMode, ApplyReport, Backlog, ChangeFilter, ChangesPage, Checkpoint, CheckpointKey,
@@ -192,7 +194,11 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn conflicts(&self, collection: Option<&str>, id: Option<&str>) -> Result<Vec<ConflictEntry>> {
+    async fn conflicts(
+        &self,
+        collection: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<Vec<ConflictEntry>> {
         Ok(self.read(|s| {
             s.records
                 .values()
@@ -229,7 +235,12 @@ impl Store for MemoryStore {
         Ok(self.read(State::head))
     }
 
-    async fn changes_since(&self, since: Hlc, limit: usize, filter: &ChangeFilter) -> Result<ChangesPage> {
+    async fn changes_since(
+        &self,
+        since: Hlc,
+        limit: usize,
+        filter: &ChangeFilter,
+    ) -> Result<ChangesPage> {
         Ok(self.read(|s| {
             let scanned: Vec<&Record> = s
                 .log

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConflictStrategy, SyncConfig};
 use crate::error::Result;
 use crate::hlc::{Hlc, HlcClock};
-use crate::model::{Change, CollectionSettings, ConflictVersion, Document, NodeId, Record, Version};
+use crate::model::{
+    Change, CollectionSettings, ConflictVersion, Document, NodeId, Record, Version,
+};
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
@@ -230,13 +232,22 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<DocumentPage>;
-    async fn conflicts(&self, collection: Option<&str>, id: Option<&str>) -> Result<Vec<ConflictEntry>>;
+    async fn conflicts(
+        &self,
+        collection: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<Vec<ConflictEntry>>;
     async fn stats(&self) -> Result<StoreStats>;
 
     // Sync.
     /// Cursor of the latest commit (zero for an empty log).
     async fn head(&self) -> Result<Hlc>;
-    async fn changes_since(&self, since: Hlc, limit: usize, filter: &ChangeFilter) -> Result<ChangesPage>;
+    async fn changes_since(
+        &self,
+        since: Hlc,
+        limit: usize,
+        filter: &ChangeFilter,
+    ) -> Result<ChangesPage>;
     /// Applies remote changes in one transaction, saving `checkpoint` in the same one.
     async fn apply_changes(
         &self,

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS origins (node INTEGER PRIMARY KEY, hlc INTEGER NOT NULL);
 ";
 
-const RECORD_COLUMNS: &str = "collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed";
+const RECORD_COLUMNS: &str =
+    "collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed";
 
 struct Inner {
     writer: Mutex<Connection>,
@@ -146,7 +147,9 @@ fn row_to_record(row: &Row) -> rusqlite::Result<Result<Record>> {
     })())
 }
 
-fn collect_records(rows: rusqlite::MappedRows<'_, impl FnMut(&Row) -> rusqlite::Result<Result<Record>>>) -> Result<Vec<Record>> {
+fn collect_records(
+    rows: rusqlite::MappedRows<'_, impl FnMut(&Row) -> rusqlite::Result<Result<Record>>>,
+) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     for r in rows {
         out.push(r??);
@@ -173,7 +176,10 @@ impl Txn for SqlTxn<'_> {
             "SELECT {RECORD_COLUMNS} FROM records WHERE collection = ?1 AND kind = ?2 AND id = ?3"
         ))?;
         let r = stmt
-            .query_row(params![key.collection, key.kind.as_str(), key.id], row_to_record)
+            .query_row(
+                params![key.collection, key.kind.as_str(), key.id],
+                row_to_record,
+            )
             .optional()?;
         r.transpose()
     }
@@ -261,7 +267,9 @@ impl SqliteStore {
         let conn = open_connection(&path, false)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Storage(format!("could not enable WAL mode (got {mode})")));
+            return Err(Error::Storage(format!(
+                "could not enable WAL mode (got {mode})"
+            )));
         }
         conn.execute_batch(SCHEMA)?;
         let node = match meta_get(&conn, "node_id")? {
@@ -351,7 +359,11 @@ impl SqliteStore {
     ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
             let mut conn = match pooled {
                 Some(c) => c,
                 None => open_connection(&inner.path, true)?,
@@ -471,7 +483,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn conflicts(&self, collection: Option<&str>, id: Option<&str>) -> Result<Vec<ConflictEntry>> {
+    async fn conflicts(
+        &self,
+        collection: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<Vec<ConflictEntry>> {
         let collection = collection.map(str::to_string);
         let id = id.map(str::to_string);
         self.read(move |tx| {
@@ -522,7 +538,12 @@ impl Store for SqliteStore {
         self.read(|tx| head_of(tx)).await
     }
 
-    async fn changes_since(&self, since: Hlc, limit: usize, filter: &ChangeFilter) -> Result<ChangesPage> {
+    async fn changes_since(
+        &self,
+        since: Hlc,
+        limit: usize,
+        filter: &ChangeFilter,
+    ) -> Result<ChangesPage> {
         let filter = filter.clone();
         self.read(move |tx| {
             let mut rows = query_records(
@@ -693,6 +714,7 @@ impl Store for SqliteStore {
 
     async fn save_config(&self, config: &SyncConfig) -> Result<()> {
         let json = serde_json::to_string(config).map_err(|e| Error::Internal(e.to_string()))?;
-        self.write(move |t, _| meta_set(t.tx, "config", &json)).await
+        self.write(move |t, _| meta_set(t.tx, "config", &json))
+            .await
     }
 }

@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::model::Change;
 use crate::store::ChangeFilter;
-use crate::sync::{ChangesResponse, CollectionsResponse, PushRequest, PushResponse, WatermarkResponse};
+use crate::sync::{
+    ChangesResponse, CollectionsResponse, PushRequest, PushResponse, WatermarkResponse,
+};
 
 /// Client settings shared by all peers of a node.
 #[derive(Debug, Clone)]
@@ -58,7 +60,12 @@ pub struct HttpSyncPeer {
 }
 
 impl HttpSyncPeer {
-    pub fn new(peer_id: &str, endpoint: &str, client: reqwest::Client, opts: ClientOptions) -> Self {
+    pub fn new(
+        peer_id: &str,
+        endpoint: &str,
+        client: reqwest::Client,
+        opts: ClientOptions,
+    ) -> Self {
         HttpSyncPeer {
             peer_id: peer_id.to_string(),
             base: endpoint.trim_end_matches('/').to_string(),
@@ -91,7 +98,8 @@ impl HttpSyncPeer {
         let url = format!("{}{}", self.base, path_and_query);
         let body = match body {
             Some(b) => Some(
-                serde_json::to_vec(b).map_err(|e| Error::Internal(format!("encode request: {e}")))?,
+                serde_json::to_vec(b)
+                    .map_err(|e| Error::Internal(format!("encode request: {e}")))?,
             ),
             None => None,
         };
@@ -125,11 +133,14 @@ impl HttpSyncPeer {
                 }
             };
             if status.is_success() {
-                return serde_json::from_slice(&bytes)
-                    .map_err(|e| self.err(format!("unexpected response to {path_and_query}: {e}")));
+                return serde_json::from_slice(&bytes).map_err(|e| {
+                    self.err(format!("unexpected response to {path_and_query}: {e}"))
+                });
             }
             let detail = error_message(&bytes);
-            let e = self.err(format!("{method} {path_and_query} answered {status}: {detail}"));
+            let e = self.err(format!(
+                "{method} {path_and_query} answered {status}: {detail}"
+            ));
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                 last = Some(e);
                 continue;
@@ -141,7 +152,8 @@ impl HttpSyncPeer {
     }
 
     pub async fn watermark(&self) -> Result<WatermarkResponse> {
-        self.call::<(), _>(Method::GET, "/sync/watermark", None).await
+        self.call::<(), _>(Method::GET, "/sync/watermark", None)
+            .await
     }
 
     pub async fn collections(&self) -> Result<CollectionsResponse> {
@@ -149,7 +161,12 @@ impl HttpSyncPeer {
             .await
     }
 
-    pub async fn changes(&self, since: Hlc, limit: usize, filter: &ChangeFilter) -> Result<ChangesResponse> {
+    pub async fn changes(
+        &self,
+        since: Hlc,
+        limit: usize,
+        filter: &ChangeFilter,
+    ) -> Result<ChangesResponse> {
         let mut q = format!("/sync/changes?since={since}&limit={limit}");
         if !filter.collections.is_empty() {
             q.push_str("&collections=");
@@ -179,7 +196,11 @@ impl HttpSyncPeer {
 fn error_message(bytes: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned())
 }
 

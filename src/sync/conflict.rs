@@ -146,7 +146,10 @@ pub fn content_hash(value: &Value) -> [u8; 32] {
 /// The join of two collection settings. Each field takes a semilattice join (max, or), and
 /// the embedding settings follow `winner` (the greater version), so the merge is commutative,
 /// associative and idempotent. Averaging `hybrid_alpha` would not be idempotent.
-pub fn merge_settings(winner: &CollectionSettings, other: &CollectionSettings) -> CollectionSettings {
+pub fn merge_settings(
+    winner: &CollectionSettings,
+    other: &CollectionSettings,
+) -> CollectionSettings {
     let mut s = winner.clone();
     s.chunking.max_tokens = winner.chunking.max_tokens.max(other.chunking.max_tokens);
     s.chunking.min_tokens = winner.chunking.min_tokens.max(other.chunking.min_tokens);
@@ -183,12 +186,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn doc_state(node: u16, hlc: u64, history: &[(u16, u64)], text: &str) -> State {
-        let mut vv: VersionVector = VersionVector(
-            history
-                .iter()
-                .map(|(n, h)| (NodeId(*n), Hlc(*h)))
-                .collect(),
-        );
+        let mut vv: VersionVector =
+            VersionVector(history.iter().map(|(n, h)| (NodeId(*n), Hlc(*h))).collect());
         vv = vv.bumped(NodeId(node), Hlc(hlc));
         State {
             version: Version {
@@ -219,9 +218,18 @@ mod tests {
     fn dominating_replaces_and_dominated_is_ignored() {
         let a = doc_state(1, 10, &[], "a");
         let b = doc_state(2, 20, &[(1, 10)], "b");
-        assert_eq!(apply(Some(a.clone()), &b, ConflictStrategy::LastWriterWins), Some(b.clone()));
-        assert_eq!(resolve(Some(&b), &a, ConflictStrategy::LastWriterWins), Resolution::Keep);
-        assert_eq!(resolve(Some(&b), &b, ConflictStrategy::LastWriterWins), Resolution::Keep);
+        assert_eq!(
+            apply(Some(a.clone()), &b, ConflictStrategy::LastWriterWins),
+            Some(b.clone())
+        );
+        assert_eq!(
+            resolve(Some(&b), &a, ConflictStrategy::LastWriterWins),
+            Resolution::Keep
+        );
+        assert_eq!(
+            resolve(Some(&b), &b, ConflictStrategy::LastWriterWins),
+            Resolution::Keep
+        );
     }
 
     #[test]
@@ -235,7 +243,10 @@ mod tests {
         assert_eq!(on_a.conflicts.len(), 1);
         assert_eq!(on_a.conflicts[0].node, NodeId(1));
         // No ping-pong: each side's result is a no-op on the other.
-        assert_eq!(resolve(Some(&on_a), &on_b, ConflictStrategy::LastWriterWins), Resolution::Keep);
+        assert_eq!(
+            resolve(Some(&on_a), &on_b, ConflictStrategy::LastWriterWins),
+            Resolution::Keep
+        );
     }
 
     #[test]
@@ -262,7 +273,11 @@ mod tests {
         assert_eq!(ab.search.hybrid_alpha, 0.9);
         assert!(ab.search.hybrid);
         assert_eq!(ab.chunking.max_tokens, 800);
-        assert_eq!(merge_settings(&ab, &b), ab, "idempotent under repeated merges");
+        assert_eq!(
+            merge_settings(&ab, &b),
+            ab,
+            "idempotent under repeated merges"
+        );
         assert_eq!(merge_settings(&ab, &ab), ab);
     }
 

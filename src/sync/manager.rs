@@ -118,7 +118,10 @@ impl SyncManager {
     }
 
     pub fn config(&self) -> SyncConfig {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Validates, persists and applies a whole configuration; takes effect without restart.
@@ -146,7 +149,12 @@ impl SyncManager {
             status.endpoint = p.endpoint.clone();
             status.direction = p.direction;
             status.collections = p.collections.clone();
-            let client = HttpSyncPeer::new(&p.peer_id, &p.endpoint, self.http.clone(), self.opts.clone());
+            let client = HttpSyncPeer::new(
+                &p.peer_id,
+                &p.endpoint,
+                self.http.clone(),
+                self.opts.clone(),
+            );
             peers.insert(
                 p.peer_id.clone(),
                 PeerRuntime {
@@ -329,7 +337,10 @@ impl SyncManager {
             }
         }
         if cfg.direction.pushes() && first_error.is_none() {
-            if let Err(e) = self.push(cfg, client, &wm, &filter, batch, full, stats).await {
+            if let Err(e) = self
+                .push(cfg, client, &wm, &filter, batch, full, stats)
+                .await
+            {
                 first_error = Some(e);
             }
         }
@@ -531,7 +542,11 @@ impl SyncManager {
                     .filter(|s| s.error.is_some())
                     .map(|s| s.peer_id.as_str())
                     .collect();
-                tracing::debug!(peers = stats.len(), failed = failed.len(), "sync round done");
+                tracing::debug!(
+                    peers = stats.len(),
+                    failed = failed.len(),
+                    "sync round done"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
                     _ = m.wake.notified() => {}
@@ -551,4 +566,3 @@ impl SyncManager {
         }
     }
 }
-

@@ -48,17 +48,49 @@ impl Metrics {
             retained_conflicts: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("pulled_changes", "Remote changes applied by pulls", m.pulled.clone());
+        registry.register(
+            "pulled_changes",
+            "Remote changes applied by pulls",
+            m.pulled.clone(),
+        );
         registry.register("pushed_changes", "Changes sent by pushes", m.pushed.clone());
-        registry.register("sync_errors", "Failed sync rounds with a peer", m.errors.clone());
-        registry.register("conflicts_resolved", "Concurrent updates resolved on this node", m.conflicts.clone());
-        registry.register("served_changes", "Changes served to pulling peers", m.served.clone());
-        registry.register("push_applied_changes", "Changes applied from pushing peers", m.push_applied.clone());
-        registry.register("sync_round_seconds", "Duration of a sync round with one peer", m.round_seconds.clone());
-        registry.register("head_wall_milliseconds", "Wall time of the change log head", m.head_wall_ms.clone());
+        registry.register(
+            "sync_errors",
+            "Failed sync rounds with a peer",
+            m.errors.clone(),
+        );
+        registry.register(
+            "conflicts_resolved",
+            "Concurrent updates resolved on this node",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "served_changes",
+            "Changes served to pulling peers",
+            m.served.clone(),
+        );
+        registry.register(
+            "push_applied_changes",
+            "Changes applied from pushing peers",
+            m.push_applied.clone(),
+        );
+        registry.register(
+            "sync_round_seconds",
+            "Duration of a sync round with one peer",
+            m.round_seconds.clone(),
+        );
+        registry.register(
+            "head_wall_milliseconds",
+            "Wall time of the change log head",
+            m.head_wall_ms.clone(),
+        );
         registry.register("documents", "Live documents", m.documents.clone());
         registry.register("tombstones", "Retained tombstones", m.tombstones.clone());
-        registry.register("retained_conflicts", "Losing versions kept as conflict records", m.retained_conflicts.clone());
+        registry.register(
+            "retained_conflicts",
+            "Losing versions kept as conflict records",
+            m.retained_conflicts.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -66,7 +98,15 @@ impl Metrics {
         vec![("peer".to_string(), peer.to_string())]
     }
 
-    pub fn round(&self, peer: &str, pulled: u64, pushed: u64, conflicts: u64, seconds: f64, failed: bool) {
+    pub fn round(
+        &self,
+        peer: &str,
+        pulled: u64,
+        pushed: u64,
+        conflicts: u64,
+        seconds: f64,
+        failed: bool,
+    ) {
         self.pulled.get_or_create(&Self::peer(peer)).inc_by(pulled);
         self.pushed.get_or_create(&Self::peer(peer)).inc_by(pushed);
         self.conflicts.inc_by(conflicts);

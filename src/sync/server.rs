@@ -56,7 +56,9 @@ struct ChangesQuery {
 
 /// Parses a comma-separated list of collection names (empty means none).
 pub fn parse_collections(param: Option<&str>, field: &str) -> Result<Vec<String>> {
-    let Some(s) = param else { return Ok(Vec::new()) };
+    let Some(s) = param else {
+        return Ok(Vec::new());
+    };
     s.split(',')
         .filter(|c| !c.is_empty())
         .map(|c| {
@@ -74,7 +76,9 @@ pub fn parse_limit(param: Option<&str>, default: usize, max: usize) -> Result<us
         Some(s) => match s.parse::<i64>() {
             Ok(n) if n >= 1 => Ok((n as usize).min(max)),
             Ok(n) => Err(Error::bad(format!("limit must be at least 1, got {n}"))),
-            Err(_) => Err(Error::bad(format!("limit must be a positive integer, got '{s}'"))),
+            Err(_) => Err(Error::bad(format!(
+                "limit must be a positive integer, got '{s}'"
+            ))),
         },
     }
 }
@@ -128,7 +132,8 @@ async fn push(
         .store()
         .apply_changes(req.changes, strategy, ApplyMode::AllOrNothing, None)
         .await?;
-    m.metrics().applied_push(report.applied, report.conflicts.len());
+    m.metrics()
+        .applied_push(report.applied, report.conflicts.len());
     Ok(Json(PushResponse {
         accepted: true,
         conflicts: report.conflicts,
@@ -161,8 +166,7 @@ async fn collections(State(m): State<Arc<SyncManager>>) -> Result<Json<Collectio
 
 /// This node's live collections and their embedding settings.
 pub async fn local_collections(m: &SyncManager) -> Result<Vec<CollectionSummary>> {
-    Ok(m
-        .store()
+    Ok(m.store()
         .list_collections()
         .await?
         .into_iter()
