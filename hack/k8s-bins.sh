@@ -23,7 +23,7 @@ build_kube_apiserver() {
   need go "install Go 1.25+"
   local t0=$SECONDS work
   work=$(mktemp -d "$CACHE_ROOT/build-apiserver.XXXXXX")
-  log "building kube-apiserver $K8S_VERSION (first time only; ~10-20 min on 2 cores) in $work"
+  log "building kube-apiserver $K8S_VERSION (first time only; about 5 min on 2 cores) in $work"
   (
     cd "$work"
     go mod init ragsync.local/build-apiserver >/dev/null 2>&1

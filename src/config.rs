@@ -169,8 +169,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_fields_with_their_names() {
-        let mut c = SyncConfig::default();
-        c.batch_size = 0;
+        let c = SyncConfig {
+            batch_size: 0,
+            ..SyncConfig::default()
+        };
         assert!(c.validate().unwrap_err().contains("batch_size"));
         let mut c = SyncConfig::default();
         c.peers.push(PeerConfig {

@@ -120,6 +120,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Refuses a request whose `Content-Length` exceeds `limit` at once, before reading the body
+/// (`DefaultBodyLimit` still bounds bodies without a length, e.g. chunked or compressed).
+pub async fn limit_content_length(limit: usize, req: Request, next: Next) -> Response {
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match len {
+        Some(len) if len > limit as u64 => Error::PayloadTooLarge(format!(
+            "request body of {len} bytes is larger than the {limit} bytes this endpoint accepts"
+        ))
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
 /// JSON 404 for unknown routes.
 pub async fn not_found(uri: axum::http::Uri) -> Error {
     Error::NotFound(format!("no route for {}", uri.path()))

@@ -193,7 +193,61 @@ pub struct CollectionSettings {
     pub embedding: EmbeddingSettings,
 }
 
+/// When a settings field was last written. Settings merge as per-field last-writer-wins
+/// registers: each unit keeps the value with the greatest stamp, which is commutative,
+/// associative and idempotent, and respects causality (a later write has a greater HLC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Stamp {
+    pub hlc: Hlc,
+    pub node: NodeId,
+}
+
+/// Stamps of the settings units (see [`SETTINGS_UNITS`]); a missing unit counts as stamped
+/// with the record's own version.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FieldStamps(pub BTreeMap<String, Stamp>);
+
+impl FieldStamps {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The independently merged parts of collection settings, as JSON pointers. Chunking and
+/// embedding are single units because their fields are only valid together.
+pub const SETTINGS_UNITS: [&str; 5] = [
+    "/chunking",
+    "/search/top_k",
+    "/search/hybrid",
+    "/search/hybrid_alpha",
+    "/embedding",
+];
+
 impl CollectionSettings {
+    /// Stamps for `self` written at `now` over a previous value: unchanged units keep their
+    /// stamps, changed ones get `now`.
+    pub fn stamps_after_write(
+        &self,
+        previous: Option<(&CollectionSettings, &FieldStamps, Stamp)>,
+        now: Stamp,
+    ) -> FieldStamps {
+        let new = serde_json::to_value(self).unwrap_or_default();
+        let old =
+            previous.map(|(s, st, dflt)| (serde_json::to_value(s).unwrap_or_default(), st, dflt));
+        let mut out = BTreeMap::new();
+        for unit in SETTINGS_UNITS {
+            let stamp = match &old {
+                Some((o, st, dflt)) if o.pointer(unit) == new.pointer(unit) => {
+                    st.0.get(unit).copied().unwrap_or(*dflt)
+                }
+                _ => now,
+            };
+            out.insert(unit.to_string(), stamp);
+        }
+        FieldStamps(out)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let c = &self.chunking;
         if c.max_tokens == 0 || c.max_tokens > 1_000_000 {
@@ -273,7 +327,7 @@ impl Kind {
             Kind::Document => "d",
         }
     }
-    pub fn from_str(s: &str) -> Option<Kind> {
+    pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "c" => Some(Kind::Collection),
             "d" => Some(Kind::Document),
@@ -311,8 +365,14 @@ impl RecordKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Value {
-    Collection { settings: CollectionSettings },
-    Document { document: Document },
+    Collection {
+        settings: CollectionSettings,
+        #[serde(default, skip_serializing_if = "FieldStamps::is_empty")]
+        stamps: FieldStamps,
+    },
+    Document {
+        document: Document,
+    },
     Deleted,
 }
 
@@ -342,6 +402,8 @@ pub enum ChangeBody {
     CollectionCreate {
         collection: String,
         settings: CollectionSettings,
+        #[serde(default, skip_serializing_if = "FieldStamps::is_empty")]
+        stamps: FieldStamps,
     },
     CollectionDelete {
         collection: String,
@@ -390,8 +452,11 @@ impl ChangeBody {
     /// The record state this change sets.
     pub fn value(&self) -> Value {
         match self {
-            ChangeBody::CollectionCreate { settings, .. } => Value::Collection {
+            ChangeBody::CollectionCreate {
+                settings, stamps, ..
+            } => Value::Collection {
                 settings: settings.clone(),
+                stamps: stamps.clone(),
             },
             ChangeBody::DocumentInsert { document, .. }
             | ChangeBody::DocumentUpdate { document, .. } => Value::Document {
@@ -407,10 +472,13 @@ impl ChangeBody {
     pub fn from_value(key: &RecordKey, value: Value, existed: bool) -> ChangeBody {
         let collection = key.collection.clone();
         match (key.kind, value) {
-            (Kind::Collection, Value::Collection { settings }) => ChangeBody::CollectionCreate {
-                collection,
-                settings,
-            },
+            (Kind::Collection, Value::Collection { settings, stamps }) => {
+                ChangeBody::CollectionCreate {
+                    collection,
+                    settings,
+                    stamps,
+                }
+            }
             (Kind::Collection, _) => ChangeBody::CollectionDelete { collection },
             (Kind::Document, Value::Document { document }) if existed => {
                 ChangeBody::DocumentUpdate {

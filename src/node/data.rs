@@ -48,7 +48,7 @@ struct CollectionView {
 
 fn collection_view(r: Record) -> Result<CollectionView> {
     match r.value {
-        Value::Collection { settings } => Ok(CollectionView {
+        Value::Collection { settings, .. } => Ok(CollectionView {
             name: r.key.collection,
             settings,
             version: r.version,

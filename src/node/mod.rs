@@ -31,6 +31,9 @@ pub fn app(manager: Arc<SyncManager>, token: Option<Arc<str>>) -> Router {
     };
     let node_routes = data::routes()
         .layer(DefaultBodyLimit::max(MAX_DOCUMENT_BODY))
+        .route_layer(axum::middleware::from_fn(|req, next| {
+            crate::http::limit_content_length(MAX_DOCUMENT_BODY, req, next)
+        }))
         .merge(admin::routes())
         .with_state(state);
     Router::new()

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::hlc::{Hlc, HlcClock};
 use crate::model::{
     validate_doc_id, validate_name, Change, ChangeBody, CollectionSettings, Document, Kind, NodeId,
-    Record, RecordKey, Value, Version, VersionVector,
+    Record, RecordKey, Stamp, Value, Version, VersionVector,
 };
 use crate::store::{ApplyMode, ApplyReport, Checkpoint, ConflictReport};
 use crate::sync::conflict::{resolve, Resolution, State};
@@ -37,8 +37,19 @@ fn is_live(r: &Option<Record>) -> bool {
 
 /// A local write: a fresh HLC becomes both the version and the commit cursor.
 fn local_write(txn: &mut impl Txn, ctx: &Ctx, key: RecordKey, value: Value) -> Result<Record> {
+    local_write_with(txn, ctx, key, |_| value)
+}
+
+/// A local write whose value depends on the HLC it gets (settings stamps).
+fn local_write_with(
+    txn: &mut impl Txn,
+    ctx: &Ctx,
+    key: RecordKey,
+    make_value: impl FnOnce(Hlc) -> Value,
+) -> Result<Record> {
     let existing = txn.get(&key)?;
     let hlc = ctx.clock.now();
+    let value = make_value(hlc);
     let base = existing
         .as_ref()
         .map(|r| r.version.vv.clone())
@@ -66,7 +77,7 @@ fn local_write(txn: &mut impl Txn, ctx: &Ctx, key: RecordKey, value: Value) -> R
 fn live_collection(txn: &mut impl Txn, name: &str) -> Result<Option<CollectionSettings>> {
     Ok(match txn.get(&RecordKey::collection(name))? {
         Some(Record {
-            value: Value::Collection { settings },
+            value: Value::Collection { settings, .. },
             ..
         }) => Some(settings),
         _ => None,
@@ -112,14 +123,40 @@ pub fn put_collection(
 ) -> Result<Record> {
     validate_name(name).map_err(Error::BadRequest)?;
     settings.validate().map_err(Error::BadRequest)?;
-    let value = Value::Collection { settings };
-    // Idempotent PUT: an identical live collection is not a new write.
-    if let Some(current) = txn.get(&RecordKey::collection(name))? {
-        if current.value == value {
-            return Ok(current);
+    let key = RecordKey::collection(name);
+    let current = txn.get(&key)?;
+    let mut previous = None;
+    if let Some(
+        r @ Record {
+            value:
+                Value::Collection {
+                    settings: s,
+                    stamps,
+                },
+            version,
+            ..
+        },
+    ) = &current
+    {
+        // Idempotent PUT: identical settings are not a new write.
+        if *s == settings {
+            return Ok(r.clone());
         }
+        let dflt = Stamp {
+            hlc: version.hlc,
+            node: version.node,
+        };
+        previous = Some((s.clone(), stamps.clone(), dflt));
     }
-    local_write(txn, ctx, RecordKey::collection(name), value)
+    local_write_with(txn, ctx, key, |hlc| {
+        let now = Stamp {
+            hlc,
+            node: ctx.node,
+        };
+        let stamps =
+            settings.stamps_after_write(previous.as_ref().map(|(s, st, d)| (s, st, *d)), now);
+        Value::Collection { settings, stamps }
+    })
 }
 
 pub fn delete_collection(txn: &mut impl Txn, ctx: &Ctx, name: &str) -> Result<Record> {

@@ -120,7 +120,7 @@ fn row_to_record(row: &Row) -> rusqlite::Result<Result<Record>> {
     let cursor: i64 = row.get(8)?;
     let existed: bool = row.get(9)?;
     Ok((|| {
-        let kind = Kind::from_str(&kind)
+        let kind = Kind::parse(&kind)
             .ok_or_else(|| Error::Storage(format!("unknown record kind '{kind}'")))?;
         Ok(Record {
             key: RecordKey {

@@ -32,6 +32,9 @@ pub fn router(manager: Arc<SyncManager>) -> Router {
         .route("/sync/conflicts", get(conflicts))
         .route("/sync/collections", get(collections))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BODY))
+        .route_layer(axum::middleware::from_fn(|req, next| {
+            crate::http::limit_content_length(MAX_PUSH_BODY, req, next)
+        }))
         .with_state(manager)
 }
 
@@ -171,7 +174,7 @@ pub async fn local_collections(m: &SyncManager) -> Result<Vec<CollectionSummary>
         .await?
         .into_iter()
         .filter_map(|r| match r.value {
-            Value::Collection { settings } => Some(CollectionSummary {
+            Value::Collection { settings, .. } => Some(CollectionSummary {
                 name: r.key.collection,
                 embedding: settings.embedding,
             }),

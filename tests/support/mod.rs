@@ -1,0 +1,5 @@
+//! Shared support for integration tests: real processes, real ports, real clusters.
+#![allow(dead_code)]
+
+pub mod cluster;
+pub mod node;
