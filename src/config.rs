@@ -56,6 +56,9 @@ pub struct PeerConfig {
     /// Collections exchanged with this peer; empty means all.
     #[serde(default)]
     pub collections: Vec<String>,
+    /// Collections never exchanged with this peer (applied after `collections`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_collections: Vec<String>,
 }
 
 /// The whole sync configuration of a node, replaced at once.
@@ -128,6 +131,10 @@ impl SyncConfig {
                 crate::model::validate_name(c)
                     .map_err(|e| format!("peers[{i}].collections: {e}"))?;
             }
+            for c in &p.exclude_collections {
+                crate::model::validate_name(c)
+                    .map_err(|e| format!("peers[{i}].exclude_collections: {e}"))?;
+            }
         }
         Ok(())
     }
@@ -180,6 +187,7 @@ mod tests {
             endpoint: "ftp://x".into(),
             direction: Direction::Both,
             collections: vec![],
+            exclude_collections: vec![],
         });
         assert!(c.validate().unwrap_err().contains("peers[0].endpoint"));
         assert!(serde_json::from_str::<SyncConfig>(r#"{"bogus": 1}"#).is_err());

@@ -124,9 +124,6 @@ pub enum Problem {
     /// An Explicit edge between two members that neither can carry (both external, or the
     /// SyncPeers' directions forbid it).
     Unrealizable { from: String, to: String },
-    /// `collections.exclude` is set but the set of existing collections is unknown, so the
-    /// affected pairs sync nothing until it is known (never the excluded collections).
-    ExcludeNeedsKnownCollections,
 }
 
 impl Problem {
@@ -138,7 +135,6 @@ impl Problem {
             Problem::DuplicateMemberName { .. } => "DuplicateMemberName",
             Problem::UnknownPeer(_) => "UnknownSyncPeer",
             Problem::Unrealizable { .. } => "UnrealizableEdge",
-            Problem::ExcludeNeedsKnownCollections => "CollectionsUnknown",
         }
     }
 }
@@ -179,10 +175,6 @@ impl fmt::Display for Problem {
                 f,
                 "no member can carry changes from {from} to {to} (an external node is never configured; check the SyncPeers' direction)"
             ),
-            Problem::ExcludeNeedsKnownCollections => write!(
-                f,
-                "collections.exclude is set but the existing collections are not known yet; pairs without an explicit collection list sync nothing"
-            ),
         }
     }
 }
@@ -199,14 +191,12 @@ pub struct Plan {
     pub problems: Vec<Problem>,
 }
 
-/// Computes edges and per-member configs. `known_collections` is only used to expand
-/// "all collections" when the policy excludes some; `base` supplies interval, batch size,
-/// strategy and GC horizon (its `peers` are replaced).
+/// Computes edges and per-member configs. `base` supplies interval, batch size, strategy
+/// and GC horizon (its `peers` are replaced).
 pub fn plan(
     members: &[Member],
     topology: &Topology,
     collections: &CollectionFilter,
-    known_collections: &BTreeSet<String>,
     base: &SyncConfig,
 ) -> Plan {
     let mut problems = BTreeSet::new();
@@ -315,19 +305,13 @@ pub fn plan(
     // What each managed member does with each of its peers: (pull, push) by (member, peer).
     let include = CollSet::of(&collections.include);
     let exclude: BTreeSet<&str> = collections.exclude.iter().map(String::as_str).collect();
-    let mut exclude_unknown = false;
-    let mut pair_collections = |i: usize, j: usize| -> Option<Vec<String>> {
+    let pair_collections = |i: usize, j: usize| -> Option<Vec<String>> {
         let set = include
             .intersect(&CollSet::of(&ms[i].collections))
             .intersect(&CollSet::of(&ms[j].collections));
+        // "All" stays all: the policy's exclusions travel as `exclude_collections`.
         let set: BTreeSet<&str> = match set {
-            CollSet::All if exclude.is_empty() => return Some(Vec::new()),
-            CollSet::All => {
-                if known_collections.is_empty() {
-                    exclude_unknown = true;
-                }
-                known_collections.iter().map(String::as_str).collect()
-            }
+            CollSet::All => return Some(Vec::new()),
             CollSet::Only(s) => s,
         };
         let kept: Vec<String> = set
@@ -389,9 +373,6 @@ pub fn plan(
             });
         }
     }
-    if exclude_unknown {
-        problems.insert(Problem::ExcludeNeedsKnownCollections);
-    }
 
     let mut configs: BTreeMap<String, SyncConfig> = ms
         .iter()
@@ -418,6 +399,12 @@ pub fn plan(
             endpoint: ms[other].endpoint.clone(),
             direction,
             collections: colls.clone(),
+            // An empty list means all collections, so the exclusions still apply.
+            exclude_collections: if colls.is_empty() {
+                collections.exclude.clone()
+            } else {
+                Vec::new()
+            },
         });
         if *pull {
             edges.insert(Edge {
@@ -649,7 +636,6 @@ mod tests {
             members,
             t,
             &CollectionFilter::default(),
-            &BTreeSet::new(),
             &SyncConfig::default(),
         )
     }
@@ -703,6 +689,7 @@ mod tests {
                 endpoint: "http://x".into(),
                 direction: Direction::Both,
                 collections: vec![],
+                exclude_collections: vec![],
             }],
             gc_horizon: None,
         };
@@ -710,7 +697,6 @@ mod tests {
             &[m("a", "a-0"), m("a", "a-1")],
             &topo(TopologyType::Mesh),
             &CollectionFilter::default(),
-            &BTreeSet::new(),
             &base,
         );
         let c = &p.configs["a-0"];
@@ -904,18 +890,15 @@ mod tests {
             include: vec![],
             exclude: vec!["kb".into()],
         };
-        let known: BTreeSet<String> = ["docs", "faq", "kb", "misc"].map(String::from).into();
         let p = plan(
             &ms,
             &topo(TopologyType::Mesh),
             &filter,
-            &known,
             &SyncConfig::default(),
         );
         assert_eq!(peer(&p, "a-0", "b-0").unwrap().collections, ["docs"]);
         assert_eq!(peer(&p, "a-0", "c-0").unwrap().collections, ["docs", "faq"]);
         assert_eq!(peer(&p, "b-0", "c-0").unwrap().collections, ["docs"]);
-        // unrestricted pair minus exclusions: expanded from the known collections
         assert_eq!(peer(&p, "c-0", "a-0").unwrap().collections, ["docs", "faq"]);
         assert!(p.problems.is_empty());
 
@@ -944,12 +927,11 @@ mod tests {
             &ms,
             &topo(TopologyType::Mesh),
             &filter,
-            &BTreeSet::new(),
             &SyncConfig::default(),
         );
         assert_eq!(peer(&p, "a-0", "b-0").unwrap().collections, ["docs"]);
 
-        // exclude without knowing the collections: sync nothing rather than leak
+        // exclude without knowing the collections: the node filters them out itself
         let filter = CollectionFilter {
             include: vec![],
             exclude: vec!["secret".into()],
@@ -958,11 +940,10 @@ mod tests {
             &ms,
             &topo(TopologyType::Mesh),
             &filter,
-            &BTreeSet::new(),
             &SyncConfig::default(),
         );
-        assert!(p.configs["a-0"].peers.is_empty());
-        assert!(p.problems.contains(&Problem::ExcludeNeedsKnownCollections));
+        assert_eq!(p.configs["a-0"].peers[0].exclude_collections, ["secret"]);
+        assert!(p.problems.is_empty());
     }
 
     #[test]
@@ -1024,7 +1005,6 @@ mod tests {
                 from: "a".into(),
                 to: "b".into(),
             },
-            Problem::ExcludeNeedsKnownCollections,
             Problem::DuplicateMemberName {
                 name: "x".into(),
                 peers: vec![],
@@ -1188,10 +1168,9 @@ mod tests {
             let mut t2 = t.clone();
             t2.hubs.reverse();
             t2.edges.reverse();
-            let known: BTreeSet<String> = ["c0", "c1", "c2"].map(String::from).into();
             let filter = CollectionFilter { include: vec![], exclude: vec!["c2".into()] };
-            let a = plan(&ms, &t, &filter, &known, &SyncConfig::default());
-            let b = plan(&shuffled, &t2, &filter, &known, &SyncConfig::default());
+            let a = plan(&ms, &t, &filter, &SyncConfig::default());
+            let b = plan(&shuffled, &t2, &filter, &SyncConfig::default());
             prop_assert_eq!(a, b);
         }
 

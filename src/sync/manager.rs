@@ -40,6 +40,8 @@ pub struct PeerStatus {
     pub endpoint: String,
     pub direction: crate::config::Direction,
     pub collections: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_collections: Vec<String>,
     pub node_id: Option<NodeId>,
     pub incarnation: Option<String>,
     /// Position in the peer's log up to which this node has applied (pull).
@@ -149,6 +151,7 @@ impl SyncManager {
             status.endpoint = p.endpoint.clone();
             status.direction = p.direction;
             status.collections = p.collections.clone();
+            status.exclude_collections = p.exclude_collections.clone();
             let client = HttpSyncPeer::new(
                 &p.peer_id,
                 &p.endpoint,
@@ -314,9 +317,11 @@ impl SyncManager {
             .into_iter()
             .filter(|(c, _)| cfg.collections.is_empty() || cfg.collections.contains(c))
             .collect();
+        let mut excluded: Vec<String> = cfg.exclude_collections.clone();
+        excluded.extend(blocked.iter().map(|(c, _)| c.clone()));
         let filter = ChangeFilter {
             collections: cfg.collections.clone(),
-            exclude_collections: blocked.iter().map(|(c, _)| c.clone()).collect(),
+            exclude_collections: excluded,
             exclude_origin: None,
         };
         self.update_status(&cfg.peer_id, |s| {
@@ -478,9 +483,11 @@ impl SyncManager {
             .collect();
         for s in &mut out {
             if let (Some(node), Some(inc)) = (s.node_id, s.incarnation.clone()) {
+                let mut excluded = s.exclude_collections.clone();
+                excluded.extend(s.blocked_collections.iter().cloned());
                 let filter = ChangeFilter {
                     collections: s.collections.clone(),
-                    exclude_collections: s.blocked_collections.clone(),
+                    exclude_collections: excluded,
                     exclude_origin: None,
                 };
                 for dir in [CheckpointDirection::Pull, CheckpointDirection::Push] {
