@@ -51,6 +51,10 @@ pub struct PeerStatus {
     /// The peer's log head at the last round.
     pub peer_watermark: Option<Hlc>,
     pub last_success_ms: Option<u64>,
+    /// Last successful round that moved changes (or the first success): when data last
+    /// flowed. Quiet rounds leave it alone, so a quiet cluster reports still times.
+    #[serde(default)]
+    pub last_transfer_ms: Option<u64>,
     pub last_attempt_ms: Option<u64>,
     pub last_error: Option<String>,
     pub pulled_total: u64,
@@ -286,6 +290,9 @@ impl SyncManager {
                 None => {
                     s.last_success_ms = Some(now);
                     s.last_error = None;
+                    if stats.pulled + stats.pushed > 0 || s.last_transfer_ms.is_none() {
+                        s.last_transfer_ms = Some(now);
+                    }
                 }
                 Some(e) => s.last_error = Some(e.clone()),
             }

@@ -64,12 +64,17 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on 127.0.0.`octet` and waits until it answers `/readyz`.
     pub async fn start(name: &str, octet: u8, opts: NodeOptions) -> TestNode {
+        let ip = format!("127.0.0.{octet}");
+        Self::start_on(name, &format!("{ip}:{}", free_port(&ip)), opts).await
+    }
+
+    /// Starts a node listening on `addr`.
+    pub async fn start_on(name: &str, addr: &str, opts: NodeOptions) -> TestNode {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("rag-node-{name}-"))
             .tempdir()
             .expect("temp dir");
-        let ip = format!("127.0.0.{octet}");
-        let addr: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
+        let addr: SocketAddr = addr.parse().expect("a socket address");
         let mut node = TestNode {
             name: name.to_string(),
             addr,

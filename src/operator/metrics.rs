@@ -1,0 +1,108 @@
+//! Operator metrics (prometheus-client, text exposition on `/metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+pub struct OperatorMetrics {
+    registry: Registry,
+    pub reconciles: Family<Labels, Counter>,
+    pub reconcile_errors: Family<Labels, Counter>,
+    pub reconcile_seconds: Histogram,
+    pub config_pushes: Counter,
+    pub sync_triggers: Counter,
+    pub edge_lag_seconds: Family<Labels, Gauge>,
+    pub edge_pending: Family<Labels, Gauge>,
+    pub conflicts: Family<Labels, Gauge>,
+    pub leader: Gauge,
+}
+
+impl Default for OperatorMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OperatorMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ragsync_operator");
+        let m = OperatorMetrics {
+            registry: Registry::default(),
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            config_pushes: Counter::default(),
+            sync_triggers: Counter::default(),
+            edge_lag_seconds: Family::default(),
+            edge_pending: Family::default(),
+            conflicts: Family::default(),
+            leader: Gauge::default(),
+        };
+        registry.register(
+            "reconciles",
+            "Reconciles run, by controller",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by controller",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            m.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "config_pushes",
+            "PUT /admin/config sent to nodes",
+            m.config_pushes.clone(),
+        );
+        registry.register(
+            "sync_triggers",
+            "POST /admin/sync sent to nodes",
+            m.sync_triggers.clone(),
+        );
+        registry.register(
+            "edge_lag_seconds",
+            "Age of the oldest change pending on an edge",
+            m.edge_lag_seconds.clone(),
+        );
+        registry.register(
+            "edge_pending_changes",
+            "Changes pending on an edge",
+            m.edge_pending.clone(),
+        );
+        registry.register(
+            "conflicts",
+            "Conflicts recorded by a policy's members",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            m.leader.clone(),
+        );
+        OperatorMetrics { registry, ..m }
+    }
+
+    pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
