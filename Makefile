@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy unit-tests build cluster-up cluster-down k8s-bins crds
+.PHONY: test fmt-check clippy unit-tests build cluster-up cluster-down k8s-bins crds bench demo demo-down image
 
 test: fmt-check clippy build k8s-bins
 	$(CARGO) test --all-targets -- --test-threads=2
@@ -29,3 +29,20 @@ cluster-down:
 # Regenerates the committed CRD YAML from the Rust types.
 crds:
 	$(CARGO) run --quiet --bin crdgen > crds/ragsync.io.yaml
+	cp crds/ragsync.io.yaml charts/rag-sync-operator/crds/ragsync.io.yaml
+
+# The one-command demo (see README); `make demo-down` stops it.
+demo: k8s-bins
+	bash hack/demo.sh
+
+demo-down:
+	bash hack/demo.sh down
+
+image:
+	docker build -t rag-sync:0.1.0 .
+
+# Sync benchmark on two (and five) real release rag-node processes; see benches/README.md.
+# Extra options: make bench ARGS="--docs 1000000 --runs 1"
+bench:
+	$(CARGO) build --release --bin rag-node --bin rag-bench
+	target/release/rag-bench --mesh5 $(ARGS)

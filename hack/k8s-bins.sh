@@ -114,7 +114,7 @@ unpack_kubectl_helm
 build_etcd
 build_kube_apiserver
 "$BIN_DIR/kube-apiserver" --version >&2
-"$BIN_DIR/etcd" --version | head -1 >&2
+"$BIN_DIR/etcd" --version 2>&1 | sed -n 1p >&2
 "$BIN_DIR/kubectl" version --client >&2 || true
 "$BIN_DIR/helm" version --short >&2
 echo "$BIN_DIR"
