@@ -12,5 +12,6 @@ pub mod http;
 pub mod model;
 pub mod node;
 pub mod operator;
+pub mod shutdown;
 pub mod store;
 pub mod sync;

@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(args.lease_duration_seconds.max(2)),
         retry: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
     };
-    let stopping = shutdown_signal();
+    let stopping = rag_sync::shutdown::signal();
     tokio::pin!(stopping);
     tokio::select! {
         _ = leader::acquire(&client, &lease) => {}
@@ -126,19 +126,4 @@ async fn main() -> anyhow::Result<()> {
     leader::release(&client, &lease).await;
     tracing::info!("operator stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

@@ -734,30 +734,8 @@ async fn write_statuses(
                 reason::SELECTED_BY_TWO_POLICIES,
                 format!("also selected by {}", others.join(", ")),
             )
-        } else if members.is_empty() {
-            (
-                false,
-                reason::NO_MEMBERS,
-                "no ready pod matches the selector".to_string(),
-            )
-        } else if totals.ready_members == totals.members {
-            (
-                true,
-                reason::ALL_MEMBERS_READY,
-                format!(
-                    "{} of {} members ready",
-                    totals.ready_members, totals.members
-                ),
-            )
         } else {
-            (
-                false,
-                reason::MEMBERS_NOT_READY,
-                format!(
-                    "{} of {} members ready",
-                    totals.ready_members, totals.members
-                ),
-            )
+            readiness(&totals, "no ready pod matches the selector")
         };
         let gen = peer.metadata.generation;
         conditions::set(
@@ -885,27 +863,7 @@ async fn write_statuses(
     };
     let pending: i64 = edge_status.iter().map(|e| e.pending_changes).sum();
     let all_ready = totals.members > 0 && totals.ready_members == totals.members;
-    let (r, rr, rm) = if totals.members == 0 {
-        (false, reason::NO_MEMBERS, "no members selected".to_string())
-    } else if all_ready {
-        (
-            true,
-            reason::ALL_MEMBERS_READY,
-            format!(
-                "{} of {} members ready",
-                totals.ready_members, totals.members
-            ),
-        )
-    } else {
-        (
-            false,
-            reason::MEMBERS_NOT_READY,
-            format!(
-                "{} of {} members ready",
-                totals.ready_members, totals.members
-            ),
-        )
-    };
+    let (r, rr, rm) = readiness(&totals, "no members selected");
     conditions::set(
         &mut st.conditions,
         conditions::READY,
@@ -1087,6 +1045,21 @@ async fn write_statuses(
         .await;
     }
     Ok(())
+}
+
+/// The `Ready` condition from member counts: (ready, reason, message).
+fn readiness(totals: &lag::Totals, none_message: &str) -> (bool, &'static str, String) {
+    let counts = format!(
+        "{} of {} members ready",
+        totals.ready_members, totals.members
+    );
+    if totals.members == 0 {
+        (false, reason::NO_MEMBERS, none_message.to_string())
+    } else if totals.ready_members == totals.members {
+        (true, reason::ALL_MEMBERS_READY, counts)
+    } else {
+        (false, reason::MEMBERS_NOT_READY, counts)
+    }
 }
 
 /// A condition reason for a member error message.
