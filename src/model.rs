@@ -362,7 +362,11 @@ impl RecordKey {
 }
 
 /// The state of a record; `None` in a [`Record`] is a tombstone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// On the wire and in the store: `{"kind": "collection" | "document" | "deleted", ...}`.
+/// Deserialised by hand (see [`value_serde`]): serde's derive for an internally tagged enum
+/// buffers every field of every record into an intermediate tree first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Value {
     Collection {
@@ -468,6 +472,20 @@ impl ChangeBody {
         }
     }
 
+    /// The record state this change sets, without copying it.
+    pub fn into_value(self) -> Value {
+        match self {
+            ChangeBody::CollectionCreate {
+                settings, stamps, ..
+            } => Value::Collection { settings, stamps },
+            ChangeBody::DocumentInsert { document, .. }
+            | ChangeBody::DocumentUpdate { document, .. } => Value::Document { document },
+            ChangeBody::CollectionDelete { .. } | ChangeBody::DocumentDelete { .. } => {
+                Value::Deleted
+            }
+        }
+    }
+
     /// Builds the body for a record's state. `existed` picks Insert vs Update.
     pub fn from_value(key: &RecordKey, value: Value, existed: bool) -> ChangeBody {
         let collection = key.collection.clone();
@@ -499,16 +517,343 @@ impl ChangeBody {
 }
 
 /// One entry of a node's change log: the latest state of one record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Wire shape: `{"cursor", "version", "op", "collection", <the op's fields>, "conflicts"?}`
+/// (the [`ChangeBody`] fields inline). (De)serialised by hand in [`change_serde`]: serde's
+/// `flatten` would buffer every change into an intermediate tree, which was the largest
+/// single cost of decoding a page.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// Position in the sending node's log (its commit cursor); opaque to the receiver.
-    #[serde(default)]
     pub cursor: Hlc,
     pub version: Version,
-    #[serde(flatten)]
     pub body: ChangeBody,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<ConflictVersion>,
+}
+
+/// Map keys of hand-written deserialisers, read without allocating.
+mod field_key {
+    use std::fmt;
+
+    use serde::de::{Deserialize, Deserializer, Visitor};
+
+    /// The known key, or `Other` for one to skip.
+    pub struct Key(pub Option<&'static str>);
+
+    pub struct KeyVisitor(pub &'static [&'static str]);
+
+    impl<'de> Visitor<'de> for KeyVisitor {
+        type Value = Key;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a field name")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+            Ok(Key(self.0.iter().find(|k| **k == v).copied()))
+        }
+    }
+
+    /// Seeds a key read with the list of known names.
+    pub struct Known(pub &'static [&'static str]);
+
+    impl<'de> serde::de::DeserializeSeed<'de> for Known {
+        type Value = Key;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+            d.deserialize_identifier(KeyVisitor(self.0))
+        }
+    }
+
+    /// An op or kind name, read without allocating.
+    pub struct Name(pub Option<&'static str>, pub String);
+
+    impl<'de> Deserialize<'de> for Name {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Name;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name, E> {
+                    const NAMES: &[&str] = &[
+                        "CollectionCreate",
+                        "CollectionDelete",
+                        "DocumentInsert",
+                        "DocumentUpdate",
+                        "DocumentDelete",
+                        "collection",
+                        "document",
+                        "deleted",
+                    ];
+                    Ok(match NAMES.iter().find(|n| **n == v) {
+                        Some(n) => Name(Some(n), String::new()),
+                        None => Name(None, v.to_string()),
+                    })
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    impl Name {
+        pub fn as_str(&self) -> &str {
+            self.0.unwrap_or(&self.1)
+        }
+    }
+}
+
+/// Hand-written `Deserialize` for [`Value`] (same shape as the derived, internally tagged
+/// form; fields may come in any order; unknown fields are ignored).
+mod value_serde {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::Deserialize;
+
+    use super::field_key::{Key, Known, Name};
+    use super::{CollectionSettings, Document, FieldStamps, Value};
+
+    impl<'de> Deserialize<'de> for Value {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(ValueVisitor)
+        }
+    }
+
+    struct ValueVisitor;
+
+    impl<'de> Visitor<'de> for ValueVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a record value: an object with \"kind\"")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            const KEYS: &[&str] = &["kind", "settings", "stamps", "document"];
+            let mut kind: Option<Name> = None;
+            let mut settings: Option<CollectionSettings> = None;
+            let mut stamps: Option<FieldStamps> = None;
+            let mut document: Option<Document> = None;
+            while let Some(Key(key)) = map.next_key_seed(Known(KEYS))? {
+                match key.unwrap_or("") {
+                    "kind" => {
+                        if kind.is_some() {
+                            return Err(de::Error::duplicate_field("kind"));
+                        }
+                        kind = Some(map.next_value()?);
+                    }
+                    "settings" => {
+                        if settings.is_some() {
+                            return Err(de::Error::duplicate_field("settings"));
+                        }
+                        settings = Some(map.next_value()?);
+                    }
+                    "stamps" => {
+                        if stamps.is_some() {
+                            return Err(de::Error::duplicate_field("stamps"));
+                        }
+                        stamps = Some(map.next_value()?);
+                    }
+                    "document" => {
+                        if document.is_some() {
+                            return Err(de::Error::duplicate_field("document"));
+                        }
+                        document = Some(map.next_value()?);
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            match kind.as_ref().map(Name::as_str) {
+                Some("collection") => Ok(Value::Collection {
+                    settings: settings.ok_or_else(|| de::Error::missing_field("settings"))?,
+                    stamps: stamps.unwrap_or_default(),
+                }),
+                Some("document") => Ok(Value::Document {
+                    document: document.ok_or_else(|| de::Error::missing_field("document"))?,
+                }),
+                Some("deleted") => Ok(Value::Deleted),
+                Some(other) => Err(de::Error::unknown_variant(
+                    other,
+                    &["collection", "document", "deleted"],
+                )),
+                None => Err(de::Error::missing_field("kind")),
+            }
+        }
+    }
+}
+
+/// Hand-written `Serialize` / `Deserialize` for [`Change`].
+mod change_serde {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+    use serde::{Deserialize, Serialize};
+
+    use super::field_key::{Key, Known, Name};
+    use super::{
+        Change, ChangeBody, CollectionSettings, ConflictVersion, Document, FieldStamps, Version,
+    };
+    use crate::hlc::Hlc;
+
+    const OPS: &[&str] = &[
+        "CollectionCreate",
+        "CollectionDelete",
+        "DocumentInsert",
+        "DocumentUpdate",
+        "DocumentDelete",
+    ];
+
+    impl Serialize for Change {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("cursor", &self.cursor)?;
+            m.serialize_entry("version", &self.version)?;
+            match &self.body {
+                ChangeBody::CollectionCreate {
+                    collection,
+                    settings,
+                    stamps,
+                } => {
+                    m.serialize_entry("op", "CollectionCreate")?;
+                    m.serialize_entry("collection", collection)?;
+                    m.serialize_entry("settings", settings)?;
+                    if !stamps.is_empty() {
+                        m.serialize_entry("stamps", stamps)?;
+                    }
+                }
+                ChangeBody::CollectionDelete { collection } => {
+                    m.serialize_entry("op", "CollectionDelete")?;
+                    m.serialize_entry("collection", collection)?;
+                }
+                ChangeBody::DocumentInsert {
+                    collection,
+                    document,
+                } => {
+                    m.serialize_entry("op", "DocumentInsert")?;
+                    m.serialize_entry("collection", collection)?;
+                    m.serialize_entry("document", document)?;
+                }
+                ChangeBody::DocumentUpdate {
+                    collection,
+                    document,
+                } => {
+                    m.serialize_entry("op", "DocumentUpdate")?;
+                    m.serialize_entry("collection", collection)?;
+                    m.serialize_entry("document", document)?;
+                }
+                ChangeBody::DocumentDelete { collection, id } => {
+                    m.serialize_entry("op", "DocumentDelete")?;
+                    m.serialize_entry("collection", collection)?;
+                    m.serialize_entry("id", id)?;
+                }
+            }
+            if !self.conflicts.is_empty() {
+                m.serialize_entry("conflicts", &self.conflicts)?;
+            }
+            m.end()
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Change {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(ChangeVisitor)
+        }
+    }
+
+    struct ChangeVisitor;
+
+    fn set<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+        map: &mut A,
+        slot: &mut Option<T>,
+        name: &'static str,
+    ) -> Result<(), A::Error> {
+        if slot.is_some() {
+            return Err(de::Error::duplicate_field(name));
+        }
+        *slot = Some(map.next_value()?);
+        Ok(())
+    }
+
+    impl<'de> Visitor<'de> for ChangeVisitor {
+        type Value = Change;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a change: an object with \"version\" and \"op\"")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Change, A::Error> {
+            let mut cursor: Option<Hlc> = None;
+            let mut version: Option<Version> = None;
+            const KEYS: &[&str] = &[
+                "cursor",
+                "version",
+                "op",
+                "collection",
+                "settings",
+                "stamps",
+                "document",
+                "id",
+                "conflicts",
+            ];
+            let mut op: Option<Name> = None;
+            let mut collection: Option<String> = None;
+            let mut settings: Option<CollectionSettings> = None;
+            let mut stamps: Option<FieldStamps> = None;
+            let mut document: Option<Document> = None;
+            let mut id: Option<String> = None;
+            let mut conflicts: Option<Vec<ConflictVersion>> = None;
+            while let Some(Key(key)) = map.next_key_seed(Known(KEYS))? {
+                match key.unwrap_or("") {
+                    "cursor" => set(&mut map, &mut cursor, "cursor")?,
+                    "version" => set(&mut map, &mut version, "version")?,
+                    "op" => set(&mut map, &mut op, "op")?,
+                    "collection" => set(&mut map, &mut collection, "collection")?,
+                    "settings" => set(&mut map, &mut settings, "settings")?,
+                    "stamps" => set(&mut map, &mut stamps, "stamps")?,
+                    "document" => set(&mut map, &mut document, "document")?,
+                    "id" => set(&mut map, &mut id, "id")?,
+                    "conflicts" => set(&mut map, &mut conflicts, "conflicts")?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let op = op.ok_or_else(|| de::Error::missing_field("op"))?;
+            let collection = || collection.ok_or_else(|| de::Error::missing_field("collection"));
+            let document = || document.ok_or_else(|| de::Error::missing_field("document"));
+            let body = match op.as_str() {
+                "CollectionCreate" => ChangeBody::CollectionCreate {
+                    collection: collection()?,
+                    settings: settings.ok_or_else(|| de::Error::missing_field("settings"))?,
+                    stamps: stamps.unwrap_or_default(),
+                },
+                "CollectionDelete" => ChangeBody::CollectionDelete {
+                    collection: collection()?,
+                },
+                "DocumentInsert" => ChangeBody::DocumentInsert {
+                    collection: collection()?,
+                    document: document()?,
+                },
+                "DocumentUpdate" => ChangeBody::DocumentUpdate {
+                    collection: collection()?,
+                    document: document()?,
+                },
+                "DocumentDelete" => ChangeBody::DocumentDelete {
+                    collection: collection()?,
+                    id: id.ok_or_else(|| de::Error::missing_field("id"))?,
+                },
+                other => return Err(de::Error::unknown_variant(other, OPS)),
+            };
+            Ok(Change {
+                cursor: cursor.unwrap_or_default(),
+                version: version.ok_or_else(|| de::Error::missing_field("version"))?,
+                body,
+                conflicts: conflicts.unwrap_or_default(),
+            })
+        }
+    }
 }
 
 /// A stored record: key, version, state and retained conflicts.

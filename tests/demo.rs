@@ -29,11 +29,31 @@ async fn demo_converges_and_stops_cleanly() {
     let stderr = String::from_utf8_lossy(&up.stderr);
     let down = run(&["down"]);
     assert!(up.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("demo: converged: all 3 nodes hold all 60 documents"), "{stdout}");
+    assert!(
+        stdout.contains("demo: converged: all 3 nodes hold all 60 documents"),
+        "{stdout}"
+    );
     assert!(stdout.contains("syncpolicy.ragsync.io/mesh"), "{stdout}");
     assert!(stdout.contains("make demo-down"), "{stdout}");
-    assert!(down.status.success(), "demo down: {}", String::from_utf8_lossy(&down.stderr));
-    assert!(!root.join("target/demo").exists(), "down removes the demo state");
-    let left = c.kubectl_ok(&["get", "syncpeers,syncpolicies", "-n", "rag-demo", "-o", "name"]);
-    assert!(left.trim().is_empty(), "down deleted the demo resources: {left}");
+    assert!(
+        down.status.success(),
+        "demo down: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(
+        !root.join("target/demo").exists(),
+        "down removes the demo state"
+    );
+    let left = c.kubectl_ok(&[
+        "get",
+        "syncpeers,syncpolicies",
+        "-n",
+        "rag-demo",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        left.trim().is_empty(),
+        "down deleted the demo resources: {left}"
+    );
 }

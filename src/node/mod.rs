@@ -17,6 +17,13 @@ use crate::sync::SyncManager;
 /// Largest data API body (one document with its embedding).
 pub const MAX_DOCUMENT_BODY: usize = 8 * 1024 * 1024;
 
+/// Compression level of response bodies (zstd, or gzip for clients without zstd). Level 1:
+/// a sync page of 1 KiB documents compresses ~2.8x at ~300 MB/s, where zstd's default
+/// level 3 gains 6 % in size for 1.6x the CPU, which made compression most of the cost of
+/// serving a page.
+pub const RESPONSE_COMPRESSION: tower_http::CompressionLevel =
+    tower_http::CompressionLevel::Precise(1);
+
 /// Everything a handler needs.
 #[derive(Clone)]
 pub struct NodeState {
@@ -44,6 +51,6 @@ pub fn app(manager: Arc<SyncManager>, token: Option<Arc<str>>) -> Router {
             crate::http::require_token(token.clone(), req, next)
         }))
         .layer(RequestDecompressionLayer::new())
-        .layer(CompressionLayer::new())
+        .layer(CompressionLayer::new().quality(RESPONSE_COMPRESSION))
         .layer(TraceLayer::new_for_http())
 }

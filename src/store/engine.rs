@@ -7,17 +7,43 @@ use crate::config::ConflictStrategy;
 use crate::error::{Error, Result};
 use crate::hlc::{Hlc, HlcClock};
 use crate::model::{
-    validate_doc_id, validate_name, Change, ChangeBody, CollectionSettings, Document, Kind, NodeId,
-    Record, RecordKey, Stamp, Value, Version, VersionVector,
+    validate_doc_id, validate_name, Causality, Change, ChangeBody, CollectionSettings, Document,
+    Kind, NodeId, Record, RecordKey, Stamp, Value, Version, VersionVector,
 };
 use crate::store::{ApplyMode, ApplyReport, Checkpoint, ConflictReport};
 use crate::sync::conflict::{resolve, Resolution, State};
 
+/// A stored record's version and flags, without its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordHead {
+    pub version: Version,
+    /// Live (not a tombstone).
+    pub live: bool,
+    pub has_conflicts: bool,
+    pub cursor: Hlc,
+}
+
 /// What the engine needs from a store's write transaction.
 pub trait Txn {
     fn get(&mut self, key: &RecordKey) -> Result<Option<Record>>;
+    /// The record's version and flags without decoding its value: enough to see that an
+    /// incoming version replaces it or is already covered, the usual cases when syncing.
+    fn get_head(&mut self, key: &RecordKey) -> Result<Option<RecordHead>> {
+        Ok(self.get(key)?.map(|r| RecordHead {
+            live: r.value != Value::Deleted,
+            has_conflicts: !r.conflicts.is_empty(),
+            cursor: r.cursor,
+            version: r.version,
+        }))
+    }
     /// Inserts or replaces the record (its `cursor` is already assigned).
     fn put(&mut self, record: &Record) -> Result<()>;
+    /// [`Txn::put`] when this transaction has just read the record's current state:
+    /// `previous` is its cursor then, or `None` if it did not exist.
+    fn put_after(&mut self, record: &Record, previous: Option<Hlc>) -> Result<()> {
+        let _ = previous;
+        self.put(record)
+    }
     /// Raises the per-origin applied HLCs to those of `vv`.
     fn bump_origins(&mut self, vv: &VersionVector) -> Result<()>;
     fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()>;
@@ -203,8 +229,32 @@ pub fn delete_document(
     local_write(txn, ctx, key, Value::Deleted)
 }
 
+/// Live collections' settings as seen by the changes of one batch: one lookup per collection
+/// rather than one per document, kept current as the batch applies collection changes.
+#[derive(Default)]
+struct SettingsCache(std::collections::HashMap<String, Option<CollectionSettings>>);
+
+impl SettingsCache {
+    fn get(&mut self, txn: &mut impl Txn, name: &str) -> Result<Option<&CollectionSettings>> {
+        if !self.0.contains_key(name) {
+            let s = live_collection(txn, name)?;
+            self.0.insert(name.to_string(), s);
+        }
+        Ok(self.0.get(name).and_then(Option::as_ref))
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+}
+
 /// Why an incoming change must be refused before it touches anything.
-fn refusal(txn: &mut impl Txn, ctx: &Ctx, change: &Change) -> Result<Option<Error>> {
+fn refusal(
+    txn: &mut impl Txn,
+    ctx: &Ctx,
+    change: &Change,
+    settings_cache: &mut SettingsCache,
+) -> Result<Option<Error>> {
     if let Err(e) = ctx.clock.check_drift(change.version.hlc) {
         return Ok(Some(Error::ClockDrift(e)));
     }
@@ -228,8 +278,8 @@ fn refusal(txn: &mut impl Txn, ctx: &Ctx, change: &Change) -> Result<Option<Erro
     match &change.body {
         ChangeBody::DocumentInsert { document, .. }
         | ChangeBody::DocumentUpdate { document, .. } => {
-            if let Some(settings) = live_collection(txn, &key.collection)? {
-                if let Err(e) = check_embedding(&settings, &key.collection, document) {
+            if let Some(settings) = settings_cache.get(txn, &key.collection)? {
+                if let Err(e) = check_embedding(settings, &key.collection, document) {
                     return Ok(Some(e));
                 }
             }
@@ -257,8 +307,12 @@ pub fn apply(
 ) -> Result<ApplyReport> {
     let mut report = ApplyReport::default();
     let mut last_cursor: Option<Hlc> = None;
+    let mut settings_cache = SettingsCache::default();
+    // Per-origin applied HLCs only rise, so they are raised once per batch, with the
+    // pointwise maximum of every applied version vector.
+    let mut origins = VersionVector::default();
     for change in changes {
-        if let Some(err) = refusal(txn, ctx, &change)? {
+        if let Some(err) = refusal(txn, ctx, &change, &mut settings_cache)? {
             match mode {
                 ApplyMode::AllOrNothing => return Err(err),
                 ApplyMode::Prefix => {
@@ -269,18 +323,55 @@ pub fn apply(
         }
         ctx.clock.observe(change.version.hlc)?;
         let key = change.body.key();
-        let local = txn.get(&key)?;
-        let local_state = local.as_ref().map(|r| State {
-            version: r.version.clone(),
-            value: r.value.clone(),
-            conflicts: r.conflicts.clone(),
-        });
-        let incoming = State {
-            version: change.version,
-            value: change.body.value(),
-            conflicts: change.conflicts,
+        let change_cursor = change.cursor;
+        // First the stored version only: the common cases (a record this node has never
+        // seen, a newer version of one it has, or one it has already; no conflicts on either
+        // side) are decided without decoding the stored value or copying the incoming one,
+        // with the same outcome as `resolve`.
+        let head = txn.get_head(&key)?;
+        let plain = change.conflicts.is_empty() && !head.as_ref().is_some_and(|h| h.has_conflicts);
+        let order = head
+            .as_ref()
+            .map(|h| change.version.vv.compare(&h.version.vv));
+        let existed = head.as_ref().is_some_and(|h| h.live);
+        let previous = head.as_ref().map(|h| h.cursor);
+        let incoming_vv;
+        let resolution = match order {
+            None | Some(Causality::Dominates) if plain => {
+                incoming_vv = change.version.vv.clone();
+                Resolution::Store {
+                    state: State {
+                        value: change.body.into_value(),
+                        version: change.version,
+                        conflicts: change.conflicts,
+                    },
+                    conflict: None,
+                }
+            }
+            Some(Causality::DominatedBy) if plain => {
+                incoming_vv = VersionVector::default();
+                Resolution::Keep
+            }
+            _ => {
+                let local = match head {
+                    Some(_) => txn.get(&key)?,
+                    None => None,
+                };
+                let local_state = local.map(|r| State {
+                    version: r.version,
+                    value: r.value,
+                    conflicts: r.conflicts,
+                });
+                let incoming = State {
+                    value: change.body.into_value(),
+                    version: change.version,
+                    conflicts: change.conflicts,
+                };
+                incoming_vv = incoming.version.vv.clone();
+                resolve(local_state.as_ref(), &incoming, strategy)
+            }
         };
-        match resolve(local_state.as_ref(), &incoming, strategy) {
+        match resolution {
             Resolution::Keep => report.ignored += 1,
             Resolution::Store { state, conflict } => {
                 if let Some(lost) = conflict {
@@ -293,20 +384,26 @@ pub fn apply(
                         loser_node: lost.node,
                     });
                 }
+                if key.kind == Kind::Collection {
+                    settings_cache.forget(&key.collection);
+                }
                 let record = Record {
-                    existed: is_live(&local),
+                    existed,
                     cursor: ctx.clock.now(),
                     version: state.version,
                     value: state.value,
                     conflicts: state.conflicts,
                     key,
                 };
-                txn.put(&record)?;
-                txn.bump_origins(&incoming.version.vv)?;
+                txn.put_after(&record, previous)?;
+                origins = origins.join(&incoming_vv);
                 report.applied += 1;
             }
         }
-        last_cursor = Some(change.cursor);
+        last_cursor = Some(change_cursor);
+    }
+    if !origins.0.is_empty() {
+        txn.bump_origins(&origins)?;
     }
     if let Some(mut cp) = checkpoint {
         let cursor = if report.stopped.is_some() {

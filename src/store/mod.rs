@@ -74,6 +74,69 @@ pub struct ChangesPage {
     pub has_more: bool,
 }
 
+/// Where a page of the change log is written as JSON: a plain buffer, or a zstd stream
+/// (compressed as it is written, so a large page never sits in memory uncompressed).
+pub enum PageWriter {
+    Plain(Vec<u8>),
+    Zstd(Box<zstd::stream::Encoder<'static, Vec<u8>>>),
+}
+
+impl std::fmt::Debug for PageWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PageWriter::Plain(v) => write!(f, "PageWriter::Plain({} bytes)", v.len()),
+            PageWriter::Zstd(_) => f.write_str("PageWriter::Zstd"),
+        }
+    }
+}
+
+impl PageWriter {
+    pub fn plain() -> Self {
+        PageWriter::Plain(Vec::with_capacity(64 * 1024))
+    }
+
+    /// A zstd stream at `level`.
+    pub fn zstd(level: i32) -> Result<Self> {
+        let enc = zstd::stream::Encoder::new(Vec::with_capacity(64 * 1024), level)
+            .map_err(|e| crate::error::Error::Internal(format!("zstd: {e}")))?;
+        Ok(PageWriter::Zstd(Box::new(enc)))
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        matches!(self, PageWriter::Zstd(_))
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            PageWriter::Plain(v) => {
+                v.extend_from_slice(bytes);
+                Ok(())
+            }
+            PageWriter::Zstd(e) => std::io::Write::write_all(e, bytes)
+                .map_err(|e| crate::error::Error::Internal(format!("zstd: {e}"))),
+        }
+    }
+
+    /// The bytes written (compressed, for a zstd stream).
+    pub fn finish(self) -> Result<Vec<u8>> {
+        match self {
+            PageWriter::Plain(v) => Ok(v),
+            PageWriter::Zstd(e) => e
+                .finish()
+                .map_err(|e| crate::error::Error::Internal(format!("zstd: {e}"))),
+        }
+    }
+}
+
+/// What a page written by [`Store::write_changes`] held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageInfo {
+    /// Changes written.
+    pub count: usize,
+    pub watermark: Hlc,
+    pub has_more: bool,
+}
+
 /// Names a checkpoint: a peer (by node id), a direction, and the collection scope it covers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CheckpointKey {
@@ -248,6 +311,29 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         filter: &ChangeFilter,
     ) -> Result<ChangesPage>;
+    /// [`Store::changes_since`], written to `out` as a JSON array: exactly the bytes
+    /// `serde_json` writes for [`ChangesPage::changes`]. Stores that keep records as JSON
+    /// override it to copy them out instead of decoding and re-encoding every change.
+    async fn write_changes(
+        &self,
+        since: Hlc,
+        limit: usize,
+        filter: &ChangeFilter,
+        mut out: PageWriter,
+    ) -> Result<(PageWriter, PageInfo)> {
+        let page = self.changes_since(since, limit, filter).await?;
+        let json = serde_json::to_vec(&page.changes)
+            .map_err(|e| crate::error::Error::Internal(format!("encode changes: {e}")))?;
+        out.write(&json)?;
+        Ok((
+            out,
+            PageInfo {
+                count: page.changes.len(),
+                watermark: page.watermark,
+                has_more: page.has_more,
+            },
+        ))
+    }
     /// Applies remote changes in one transaction, saving `checkpoint` in the same one.
     async fn apply_changes(
         &self,

@@ -95,7 +95,6 @@ impl HttpSyncPeer {
         path_and_query: &str,
         body: Option<&B>,
     ) -> Result<T> {
-        let url = format!("{}{}", self.base, path_and_query);
         let body = match body {
             Some(b) => Some(
                 serde_json::to_vec(b)
@@ -103,6 +102,20 @@ impl HttpSyncPeer {
             ),
             None => None,
         };
+        self.call_raw(method, path_and_query, body, None).await
+    }
+
+    /// [`HttpSyncPeer::call`] with a JSON body that is encoded already.
+    async fn call_raw<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        content_encoding: Option<&str>,
+    ) -> Result<T> {
+        let url = format!("{}{}", self.base, path_and_query);
+        // Bytes: a retry resends the body without copying it.
+        let body = body.map(axum::body::Bytes::from);
         let mut last = None;
         for attempt in 0..self.opts.attempts.max(1) {
             if attempt > 0 {
@@ -116,6 +129,9 @@ impl HttpSyncPeer {
                 req = req
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(b.clone());
+                if let Some(e) = content_encoding {
+                    req = req.header(reqwest::header::CONTENT_ENCODING, e);
+                }
             }
             let resp = match req.send().await {
                 Ok(r) => r,
@@ -181,6 +197,13 @@ impl HttpSyncPeer {
             q.push_str(&o.to_hex());
         }
         self.call::<(), _>(Method::GET, &q, None).await
+    }
+
+    /// Pushes a `POST /sync/changes` body encoded already, zstd-compressed if `zstd`.
+    pub async fn push_json(&self, body: Vec<u8>, zstd: bool) -> Result<PushResponse> {
+        let encoding = zstd.then_some("zstd");
+        self.call_raw(Method::POST, "/sync/changes", Some(body), encoding)
+            .await
     }
 
     pub async fn push(&self, changes: Vec<Change>, source_watermark: Hlc) -> Result<PushResponse> {

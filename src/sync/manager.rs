@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::model::NodeId;
 use crate::store::{
-    ApplyMode, ChangeFilter, Checkpoint, CheckpointDirection, CheckpointKey, Store,
+    ApplyMode, ChangeFilter, Checkpoint, CheckpointDirection, CheckpointKey, PageWriter, Store,
 };
 use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer};
 use crate::sync::metrics::Metrics;
@@ -85,6 +85,10 @@ pub struct SyncManager {
     /// Tombstones younger than this (ms) are kept even below the GC horizon.
     tombstone_min_age_ms: std::sync::atomic::AtomicU64,
 }
+
+/// Most changes a pull applies in one transaction (several queued pages are applied
+/// together when the applier falls behind the fetcher).
+const GROUP_CHANGES: usize = 2048;
 
 fn now_ms() -> u64 {
     crate::hlc::WallClock::now_ms(&crate::hlc::SystemClock)
@@ -388,49 +392,87 @@ impl SyncManager {
         if cursor > Hlc::ZERO {
             filter.exclude_origin = Some(self.store.node_id());
         }
-        let mut page = client.changes(cursor, batch, &filter).await?;
-        loop {
-            // Fetch the following page while this one is applied.
-            let following = page
-                .has_more
-                .then(|| client.changes(page.watermark, batch, &filter));
-            let checkpoint = Checkpoint {
-                key: key.clone(),
-                incarnation: wm.incarnation.clone(),
-                cursor: page.watermark,
-                updated_ms: now_ms(),
-            };
-            let apply = self.store.apply_changes(
-                page.changes,
-                strategy,
-                ApplyMode::Prefix,
-                Some(checkpoint),
-            );
-            let (report, prefetched) = match following {
-                Some(f) => {
-                    let (r, p) = futures::future::join(apply, f).await;
-                    (r?, Some(p))
+        // A pipeline: the fetcher requests each page as soon as the previous one has arrived
+        // and queues it decoded; the applier applies whatever is queued, up to
+        // `GROUP_CHANGES` changes, in one transaction with the checkpoint of the last page
+        // in it. Neither waits for the other except on a full or empty queue. A page is only
+        // requested once it has a place in the queue, so at most `depth` pages are fetched
+        // or queued while one group is applied: a few MiB at the default page size, two
+        // pages at the largest.
+        let depth = (4096 / batch.max(1)).clamp(1, 4);
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<Result<crate::sync::ChangesResponse>>(depth);
+        let fetcher = {
+            let filter = filter.clone();
+            async move {
+                let mut since = cursor;
+                loop {
+                    let Ok(slot) = tx.reserve().await else {
+                        return;
+                    };
+                    let page = client.changes(since, batch, &filter).await;
+                    let next = match &page {
+                        Ok(p) if p.has_more => Some(p.watermark),
+                        _ => None,
+                    };
+                    slot.send(page);
+                    match next {
+                        Some(n) => since = n,
+                        None => return,
+                    }
                 }
-                None => (apply.await?, None),
-            };
-            stats.pulled += report.applied as u64;
-            stats.conflicts += report.conflicts.len() as u64;
-            if let Some(c) = report.checkpoint {
-                cursor = c;
             }
-            self.update_status(&cfg.peer_id, |s| s.checkpoint = Some(cursor));
-            if let Some(stop) = report.stopped {
-                return Err(Error::Peer {
-                    peer: cfg.peer_id.clone(),
-                    message: format!("pull stopped at a refused change: {stop}"),
-                });
+        };
+        let applier = async {
+            while let Some(page) = rx.recv().await {
+                let page = page?;
+                let mut changes = page.changes;
+                let mut watermark = page.watermark;
+                while changes.len() < GROUP_CHANGES {
+                    match rx.try_recv() {
+                        Ok(next) => {
+                            let next = next?;
+                            changes.extend(next.changes);
+                            watermark = next.watermark;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let checkpoint = Checkpoint {
+                    key: key.clone(),
+                    incarnation: wm.incarnation.clone(),
+                    cursor: watermark,
+                    updated_ms: now_ms(),
+                };
+                let started = Instant::now();
+                let n = changes.len();
+                let report = self
+                    .store
+                    .apply_changes(changes, strategy, ApplyMode::Prefix, Some(checkpoint))
+                    .await?;
+                tracing::trace!(
+                    peer = %cfg.peer_id,
+                    changes = n,
+                    apply_us = started.elapsed().as_micros() as u64,
+                    "pulled batch applied"
+                );
+                stats.pulled += report.applied as u64;
+                stats.conflicts += report.conflicts.len() as u64;
+                if let Some(c) = report.checkpoint {
+                    cursor = c;
+                }
+                self.update_status(&cfg.peer_id, |s| s.checkpoint = Some(cursor));
+                if let Some(stop) = report.stopped {
+                    return Err(Error::Peer {
+                        peer: cfg.peer_id.clone(),
+                        message: format!("pull stopped at a refused change: {stop}"),
+                    });
+                }
             }
-            match prefetched {
-                Some(p) => page = p?,
-                None => break,
-            }
-        }
-        Ok(())
+            Ok(())
+        };
+        let ((), result) = futures::future::join(fetcher, applier).await;
+        result
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -454,10 +496,17 @@ impl SyncManager {
             filter.exclude_origin = Some(wm.node_id);
         }
         loop {
-            let page = self.store.changes_since(cursor, batch, &filter).await?;
-            if !page.changes.is_empty() {
-                let n = page.changes.len() as u64;
-                let resp = client.push(page.changes, page.watermark).await?;
+            // The page travels as the store wrote it (for SQLite, the stored JSON), compressed.
+            let mut out = PageWriter::zstd(crate::sync::server::PAGE_ZSTD_LEVEL)?;
+            out.write(b"{\"changes\":")?;
+            let (mut out, page) = self
+                .store
+                .write_changes(cursor, batch, &filter, out)
+                .await?;
+            out.write(format!(",\"source_watermark\":\"{}\"}}", page.watermark).as_bytes())?;
+            if page.count > 0 {
+                let n = page.count as u64;
+                let resp = client.push_json(out.finish()?, true).await?;
                 stats.pushed += n;
                 stats.conflicts += resp.conflicts.len() as u64;
             }
