@@ -362,15 +362,14 @@ impl Node {
         (ticks(11) + ticks(12)) / 100.0
     }
 
-    /// Disk used by the node's data directory.
-    fn disk_bytes(&self) -> u64 {
-        std::fs::read_dir(self.dir.join("data"))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+    /// Bytes of the node's database file and of its write-ahead log.
+    fn disk_bytes(&self) -> (u64, u64) {
+        let size = |name: &str| {
+            std::fs::metadata(self.dir.join("data").join(name))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        (size("rag.db"), size("rag.db-wal"))
     }
 }
 
@@ -604,6 +603,7 @@ struct RunFigures {
     rss_a: f64,
     rss_b: f64,
     disk_a: f64,
+    wal_a: f64,
     /// CPU microseconds per document, full sync: (A, B).
     full_cpu_us: (f64, f64),
     incr_cpu_us: (f64, f64),
@@ -819,7 +819,8 @@ async fn pair_run(
         incr_bytes_per_doc: incr_bytes as f64 / m as f64,
         rss_a: a.peak_rss()? as f64,
         rss_b: b.peak_rss()? as f64,
-        disk_a: a.disk_bytes() as f64,
+        disk_a: a.disk_bytes().0 as f64,
+        wal_a: a.disk_bytes().1 as f64,
         full_cpu_us: (full_cpu.0 * 1e6 / n as f64, full_cpu.1 * 1e6 / n as f64),
         incr_cpu_us: (incr_cpu.0 * 1e6 / m as f64, incr_cpu.1 * 1e6 / m as f64),
     };
@@ -944,6 +945,7 @@ async fn mesh5(
         configure(http, n, &all, args.batch_size).await?;
     }
     round_all(http, &all).await?;
+    debug_rss("mesh: after first round", &all);
 
     // Partition: {n1, n2} | {n3, n4, n5}; each side only syncs within itself.
     let (left, right) = all.split_at(2);
@@ -974,8 +976,10 @@ async fn mesh5(
     );
     l?;
     r?;
+    debug_rss("mesh: after writes", &all);
     round_all(http, left).await?;
     round_all(http, right).await?;
+    debug_rss("mesh: after side rounds", &all);
 
     // Heal and time until every node holds the same records.
     let started = Instant::now();
@@ -997,6 +1001,7 @@ async fn mesh5(
             bail!("the mesh did not converge in 10 rounds");
         }
     }
+    debug_rss("mesh: converged", &all);
     let expected = 1 + 2 * k as u64 - shared as u64;
     let records = digest(http, all[0].url()).await?.0;
     if records != expected {
@@ -1170,14 +1175,15 @@ async fn main() -> Result<()> {
             );
             println!("{l} {}", check(ratio, ratio >= 0.5, ">= 0.5"));
             let (_, l) = line(
-                "store size on disk (A)",
+                "store size on disk (A), database",
                 "B/doc",
                 col(|r| r.disk_a),
                 args.docs as f64,
                 0,
                 "",
             );
-            println!("{l}");
+            let (_, wal, _) = spread(col(|r| r.wal_a));
+            println!("{l} (+ WAL file {:.0} MiB)", wal / MIB);
         }
         if args.mesh5 {
             let m = mesh5(&args, &bin, &root, &http, &loader).await?;

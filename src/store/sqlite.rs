@@ -86,18 +86,192 @@ const RECORD_COLUMNS: &str =
     "collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed";
 
 struct Inner {
-    writer: Mutex<Connection>,
+    /// Jobs for the writer thread, which owns the one write connection.
+    writer: Mutex<Option<std::sync::mpsc::Sender<WriteJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Bounds concurrent reads (and so reader connections and blocking threads).
+    read_slots: tokio::sync::Semaphore,
     path: PathBuf,
     node: NodeId,
     incarnation: String,
-    clock: HlcClock,
-    checkpointer: Checkpointer,
+    clock: Arc<HlcClock>,
 }
 
-/// WAL frames after which the writer checkpoints by itself, should the background
-/// checkpointer fall that far behind (bounds the WAL at about 64 MiB of 4 KiB pages).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer thread once it has finished what was queued.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Concurrent reads at most (each on its own connection and blocking thread).
+const MAX_READERS: usize = 8;
+
+/// Batches of more changes than this are applied in a transaction of their own.
+const APPLY_ALONE: usize = 64;
+
+/// Most queued writes the writer thread commits together.
+const MAX_GROUP_COMMIT: usize = 64;
+
+/// The body of a queued write: true if it succeeded (its changes are kept).
+type WriteRun = Box<dyn FnOnce(&mut SqlTxn, &Ctx) -> bool + Send>;
+
+/// Reports a queued write's outcome once its transaction has committed, or failed to.
+type WriteAnswer = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// One write for the writer thread.
+struct WriteJob {
+    /// Runs inside the shared transaction (in its own savepoint when it shares it); true if
+    /// it succeeded (its changes are kept).
+    run: WriteRun,
+    /// Answers the caller once the transaction has committed, or failed to.
+    answer: WriteAnswer,
+    /// Runs in a transaction of its own (a large batch: a savepoint would copy every page
+    /// it changes into SQLite's statement journal first).
+    alone: bool,
+}
+
+/// The writer thread: takes the next write and whatever others are queued behind it, runs
+/// each in its own savepoint of one transaction (a failing write rolls back only itself),
+/// commits once, and only then answers each of them. Concurrent writers thus share one
+/// commit and one fsync (group commit) with the same guarantee as before: a write is
+/// answered only when it is durable. All writes run on this one thread, so however many
+/// requests write at once, they neither hold blocking threads waiting for the writer lock
+/// nor spread allocations over that many threads.
+fn writer_loop(
+    mut conn: Connection,
+    jobs: std::sync::mpsc::Receiver<WriteJob>,
+    node: NodeId,
+    clock: Arc<HlcClock>,
+    checkpointer: Checkpointer,
+) {
+    let mut carried: Option<WriteJob> = None;
+    loop {
+        let first = match carried.take() {
+            Some(j) => j,
+            None => match jobs.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let mut batch = vec![first];
+        while !batch[0].alone && batch.len() < MAX_GROUP_COMMIT {
+            match jobs.try_recv() {
+                Ok(j) if j.alone => {
+                    carried = Some(j);
+                    break;
+                }
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut answers = Vec::with_capacity(batch.len());
+        let outcome = run_group(&mut conn, batch, node, &clock, &mut answers);
+        match outcome {
+            Ok(()) => {
+                tracing::trace!(
+                    writes = answers.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "write transaction committed"
+                );
+                if let Err(e) = checkpointer.committed(&conn) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+                for a in answers {
+                    a(Ok(()));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for a in answers {
+                    a(Err(Error::Storage(format!(
+                        "write transaction failed: {msg}"
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+/// One group commit; every job's answer ends up in `answers`, run or not.
+fn run_group(
+    conn: &mut Connection,
+    batch: Vec<WriteJob>,
+    node: NodeId,
+    clock: &HlcClock,
+    answers: &mut Vec<WriteAnswer>,
+) -> Result<()> {
+    let ctx = Ctx { node, clock };
+    let run_caught = |run: WriteRun, t: &mut SqlTxn| -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(t, &ctx))).unwrap_or_else(
+            |_| {
+                tracing::error!("a store write panicked; it was rolled back");
+                false
+            },
+        )
+    };
+    let alone = batch.len() == 1;
+    let mut pending = batch.into_iter();
+    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            answers.extend(pending.map(|j| j.answer));
+            return Err(e.into());
+        }
+    };
+    if alone {
+        // A transaction of its own: no savepoint; a failed write rolls it back.
+        if let Some(job) = pending.next() {
+            answers.push(job.answer);
+            if !run_caught(job.run, &mut SqlTxn { tx: &tx }) {
+                drop(tx); // rolls back; the answer carries the write's own error
+                return Ok(());
+            }
+        }
+    }
+    while let Some(job) = pending.next() {
+        answers.push(job.answer);
+        let sp = match tx.savepoint() {
+            Ok(sp) => sp,
+            Err(e) => {
+                answers.extend(pending.map(|j| j.answer));
+                return Err(e.into());
+            }
+        };
+        if run_caught(job.run, &mut SqlTxn { tx: &sp }) {
+            if let Err(e) = sp.commit() {
+                answers.extend(pending.map(|j| j.answer));
+                return Err(e.into());
+            }
+        } else {
+            drop(sp); // rolls back to the savepoint and releases it
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// WAL frames (about 64 MiB of 4 KiB pages) after which the writer completes a checkpoint
+/// itself between two transactions. Under a continuous stream of writes the background
+/// checkpoint never quite catches up with the last commit, and SQLite restarts the WAL from
+/// its beginning only once everything in it has been copied back: without this, the WAL
+/// would grow for as long as the writes keep coming.
 const WAL_FRAMES_LIMIT: i64 = 16_384;
+
+/// Size the WAL file is truncated to when it restarts, bytes.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Copies the WAL back into the database file on its own thread and connection (a PASSIVE
 /// checkpoint, which never blocks the writer or readers), so that a commit pays only for
@@ -116,8 +290,8 @@ struct CheckpointShared {
     /// (commits since the last checkpoint started, stop).
     state: Mutex<(u64, bool)>,
     wake: std::sync::Condvar,
-    /// WAL frames not yet copied back, as of the last checkpoint.
-    behind: std::sync::atomic::AtomicI64,
+    /// Frames in the WAL, as of the last checkpoint.
+    wal_frames: std::sync::atomic::AtomicI64,
 }
 
 impl Checkpointer {
@@ -138,12 +312,10 @@ impl Checkpointer {
                     }
                     st.0 = 0;
                 }
-                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                }) {
-                    Ok((log, done)) => s
-                        .behind
-                        .store((log - done).max(0), std::sync::atomic::Ordering::Relaxed),
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                    Ok(log) => s
+                        .wal_frames
+                        .store(log, std::sync::atomic::Ordering::Relaxed),
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
             })
@@ -154,8 +326,9 @@ impl Checkpointer {
         })
     }
 
-    /// After a commit: wakes the thread; checkpoints in the caller's connection when the
-    /// thread is far behind.
+    /// After a commit: wakes the thread; once the WAL is large, completes a checkpoint on
+    /// the writer's connection, so that the next write starts the WAL over (see
+    /// [`WAL_FRAMES_LIMIT`]). The background thread has usually copied nearly everything.
     fn committed(&self, writer: &Connection) -> Result<()> {
         {
             let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,17 +337,16 @@ impl Checkpointer {
         self.shared.wake.notify_one();
         if self
             .shared
-            .behind
+            .wal_frames
             .load(std::sync::atomic::Ordering::Relaxed)
             > WAL_FRAMES_LIMIT
         {
-            let (log, done): (i64, i64) =
-                writer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(1)?, r.get(2)?))
-                })?;
+            writer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            // The next write starts the WAL over, unless a reader still holds an older
+            // snapshot; the background thread reports the size it finds next.
             self.shared
-                .behind
-                .store((log - done).max(0), std::sync::atomic::Ordering::Relaxed);
+                .wal_frames
+                .store(0, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -435,7 +607,8 @@ fn encoded(r: &Record) -> Result<(Option<String>, Option<String>, String)> {
 
 /// The engine's view of a SQLite write transaction.
 struct SqlTxn<'c> {
-    tx: &'c Transaction<'c>,
+    /// The connection, inside the write transaction (and the job's savepoint).
+    tx: &'c Connection,
 }
 
 impl Txn for SqlTxn<'_> {
@@ -667,16 +840,27 @@ impl SqliteStore {
             clock.advance_to(Hlc::from_i64(own));
         }
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let checkpointer = Checkpointer::start(&path)?;
+        let clock = Arc::new(clock);
+        let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+        let thread = {
+            let clock = clock.clone();
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || writer_loop(conn, rx, node, clock, checkpointer))
+                .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?
+        };
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                writer: Mutex::new(conn),
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(thread)),
                 readers: Mutex::new(Vec::new()),
+                read_slots: tokio::sync::Semaphore::new(MAX_READERS),
                 path,
                 node,
                 incarnation,
                 clock,
-                checkpointer,
             }),
         })
     }
@@ -685,36 +869,56 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` in a write transaction on the blocking pool; commits only on `Ok`.
+    /// Runs `f` in a write transaction on the writer thread; its changes are kept only if it
+    /// returns `Ok`, and it is answered once they are committed (durable).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut SqlTxn, &Ctx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let ctx = Ctx {
-                node: inner.node,
-                clock: &inner.clock,
-            };
-            let t0 = std::time::Instant::now();
-            let out = {
-                let mut t = SqlTxn { tx: &tx };
-                f(&mut t, &ctx)?
-            };
-            let t1 = t0.elapsed();
-            tx.commit()?;
-            inner.checkpointer.committed(&conn)?;
-            tracing::trace!(
-                body_us = t1.as_micros() as u64,
-                commit_us = (t0.elapsed() - t1).as_micros() as u64,
-                "write transaction"
-            );
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("write task failed: {e}")))?
+        self.write_job(false, f).await
+    }
+
+    /// [`SqliteStore::write`]; `alone` asks for a transaction of its own (large batches).
+    async fn write_job<T: Send + 'static>(
+        &self,
+        alone: bool,
+        f: impl FnOnce(&mut SqlTxn, &Ctx) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<Result<T>>();
+        let slot = Arc::new(Mutex::new(None::<Result<T>>));
+        let ran = slot.clone();
+        let job = WriteJob {
+            run: Box::new(move |t, ctx| {
+                let r = f(t, ctx);
+                let ok = r.is_ok();
+                *ran.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                ok
+            }),
+            answer: Box::new(move |committed| {
+                let result = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let _ = answer_tx.send(match (result, committed) {
+                    // The write's own error first: its changes were rolled back anyway.
+                    (Some(Err(e)), _) => Err(e),
+                    (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(e),
+                    (Some(Ok(v)), Ok(())) => Ok(v),
+                    (None, Ok(())) => Err(Error::Internal("a store write did not complete".into())),
+                });
+            }),
+            alone,
+        };
+        let sender = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Internal("the store is closed".into()))?;
+        sender
+            .send(job)
+            .map_err(|_| Error::Internal("the store's writer thread has stopped".into()))?;
+        answer_rx
+            .await
+            .map_err(|_| Error::Internal("a store write was dropped unanswered".into()))?
     }
 
     /// Runs `f` on a reader connection inside one read transaction (one snapshot).
@@ -723,7 +927,13 @@ impl SqliteStore {
         f: impl FnOnce(&Transaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let permit = self
+            .inner
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("the store is closed".into()))?;
+        let out = tokio::task::spawn_blocking(move || {
             let pooled = inner
                 .readers
                 .lock()
@@ -740,13 +950,15 @@ impl SqliteStore {
                 out
             };
             let mut pool = inner.readers.lock().unwrap_or_else(|e| e.into_inner());
-            if pool.len() < 8 {
+            if pool.len() < MAX_READERS {
                 pool.push(conn);
             }
             out
         })
         .await
-        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("read task failed: {e}")));
+        drop(permit);
+        out?
     }
 }
 
@@ -997,8 +1209,11 @@ impl Store for SqliteStore {
         mode: ApplyMode,
         checkpoint: Option<Checkpoint>,
     ) -> Result<ApplyReport> {
-        self.write(move |t, c| engine::apply(t, c, changes, strategy, mode, checkpoint))
-            .await
+        let alone = changes.len() > APPLY_ALONE;
+        self.write_job(alone, move |t, c| {
+            engine::apply(t, c, changes, strategy, mode, checkpoint)
+        })
+        .await
     }
 
     async fn checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>> {
@@ -1282,6 +1497,53 @@ mod tests {
         });
     }
 
+    /// Concurrent writes share commits; a failing write rolls back only itself, every
+    /// acknowledged write is there after reopening, and every refused one is not.
+    #[test]
+    fn group_commit_isolates_failures_and_keeps_acknowledged_writes() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("g.db");
+            let store = SqliteStore::open(&path, Some(1), clock(3_000_000)).unwrap();
+            store
+                .put_collection("c", CollectionSettings::default())
+                .await
+                .unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..200 {
+                let s = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    // Every third write goes to a collection that does not exist.
+                    let collection = if i % 3 == 0 { "missing" } else { "c" };
+                    s.put_document(collection, doc(&format!("d{i}"), "x"))
+                        .await
+                        .is_ok()
+                }));
+            }
+            let mut ok = 0;
+            for (i, t) in tasks.into_iter().enumerate() {
+                let accepted = t.await.unwrap();
+                assert_eq!(accepted, i % 3 != 0, "write {i}");
+                ok += usize::from(accepted);
+            }
+            drop(store);
+            let store = SqliteStore::open(&path, Some(1), clock(3_000_000)).unwrap();
+            assert_eq!(store.stats().await.unwrap().documents, ok as u64);
+            let page = store
+                .changes_since(Hlc::ZERO, 1000, &ChangeFilter::default())
+                .await
+                .unwrap();
+            let cursors: Vec<Hlc> = page.changes.iter().map(|c| c.cursor).collect();
+            assert!(cursors.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(page.changes.len(), ok + 1);
+        });
+    }
+
     /// A store written with the old `WITHOUT ROWID` layout opens with its records intact.
     #[test]
     fn old_layout_is_migrated() {
@@ -1334,7 +1596,8 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(page, expected);
-            let layout: String = store.inner.writer.lock().unwrap()
+            let layout: String = Connection::open(&path)
+                .unwrap()
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE name = 'records'",
                     [],

@@ -84,6 +84,8 @@ pub struct SyncManager {
     scheduler: Mutex<Option<JoinHandle<()>>>,
     /// Tombstones younger than this (ms) are kept even below the GC horizon.
     tombstone_min_age_ms: std::sync::atomic::AtomicU64,
+    /// Held while a pull applies a batch (see `pull`).
+    apply_lock: tokio::sync::Mutex<()>,
 }
 
 /// Most changes a pull applies in one transaction (several queued pages are applied
@@ -107,6 +109,7 @@ impl SyncManager {
             wake: Notify::new(),
             scheduler: Mutex::new(None),
             tombstone_min_age_ms: std::sync::atomic::AtomicU64::new(3_600_000),
+            apply_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -397,9 +400,8 @@ impl SyncManager {
         // `GROUP_CHANGES` changes, in one transaction with the checkpoint of the last page
         // in it. Neither waits for the other except on a full or empty queue. A page is only
         // requested once it has a place in the queue, so at most `depth` pages are fetched
-        // or queued while one group is applied: a few MiB at the default page size, two
-        // pages at the largest.
-        let depth = (4096 / batch.max(1)).clamp(1, 4);
+        // or queued while one group is applied: a few MiB at the default page size.
+        let depth = (2048 / batch.max(1)).clamp(1, 2);
         let (tx, mut rx) =
             tokio::sync::mpsc::channel::<Result<crate::sync::ChangesResponse>>(depth);
         let fetcher = {
@@ -426,6 +428,9 @@ impl SyncManager {
         let applier = async {
             while let Some(page) = rx.recv().await {
                 let page = page?;
+                // Pulls from several peers run at once but apply one at a time (the store
+                // has one writer); waiting here, they hold no more than their queues.
+                let _applying = self.apply_lock.lock().await;
                 let mut changes = page.changes;
                 let mut watermark = page.watermark;
                 while changes.len() < GROUP_CHANGES {
