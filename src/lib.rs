@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod hlc;
 pub mod http;
+pub mod logging;
 pub mod model;
 pub mod node;
 pub mod operator;

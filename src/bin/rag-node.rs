@@ -4,17 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use rag_sync::hlc::{HlcClock, SkewedClock};
+use rag_sync::logging::LogFormat;
 use rag_sync::store::{SqliteStore, Store};
 use rag_sync::sync::client::ClientOptions;
 use rag_sync::sync::SyncManager;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// A RAG node whose document collections rag-sync keeps in sync with its peers.
 #[derive(Parser, Debug)]
@@ -62,15 +57,7 @@ fn read_token(args: &Args) -> anyhow::Result<Option<String>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-    }
+    rag_sync::logging::init(args.log_format, "info");
     let token = read_token(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;

@@ -5,16 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::routing::get;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use rag_sync::logging::LogFormat;
 use rag_sync::operator::controller;
 use rag_sync::operator::leader::{self, LeaseConfig};
 use rag_sync::operator::metrics::OperatorMetrics;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Manages the sync topology of RAG nodes from SyncPeer and SyncPolicy resources.
 #[derive(Parser, Debug)]
@@ -45,15 +40,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-    }
+    rag_sync::logging::init(args.log_format, "info,kube=warn");
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",

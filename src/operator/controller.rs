@@ -250,6 +250,20 @@ fn node_hex(s: &NodeStatus) -> String {
 
 /// Resolves members, pushes configs, triggers syncs and writes status for one policy.
 pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Error> {
+    // Never decide from half-filled caches (a new leader would see no members and write
+    // an empty status): wait until the first full list of peers and pods is in.
+    ctx.policies
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Retry(format!("SyncPolicy cache: {e}")))?;
+    ctx.peers
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Retry(format!("SyncPeer cache: {e}")))?;
+    ctx.pods
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Retry(format!("Pod cache: {e}")))?;
     let ns = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let key = format!("{ns}/{name}");
