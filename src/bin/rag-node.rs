@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use rag_sync::hlc::{HlcClock, SkewedClock};
 use rag_sync::logging::LogFormat;
@@ -84,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         incarnation = store.incarnation(),
         "rag-node ready"
     );
-    axum::serve(listener, app)
+    axum::serve(listener.tap_io(rag_sync::node::nodelay), app)
         .with_graceful_shutdown(rag_sync::shutdown::signal())
         .await?;
     manager.stop_scheduler();

@@ -1,6 +1,8 @@
 //! The embedded default store: SQLite in WAL mode with `synchronous=FULL`, so a write that
-//! returned is on disk and survives kill -9 (and power loss). One writer connection, a small
-//! pool of readers; blocking work runs on tokio's blocking pool.
+//! returned is on disk and survives kill -9 (and power loss). One writer connection on its
+//! own thread, which commits concurrent writes together (group commit); a bounded pool of
+//! reader connections on tokio's blocking pool; a background thread that copies the WAL back
+//! into the database file.
 //!
 //! The `records` table is the change log: one row per record holding its latest state, keyed
 //! by its commit `cursor` (the table's rowid), with a unique index on (collection, kind, id).
@@ -186,11 +188,11 @@ fn writer_loop(
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "write transaction committed"
                 );
-                if let Err(e) = checkpointer.committed(&conn) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
-                }
                 for a in answers {
                     a(Ok(()));
+                }
+                if let Err(e) = checkpointer.committed(&conn) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
             }
             Err(e) => {
