@@ -607,6 +607,40 @@ fn encoded(r: &Record) -> Result<(Option<String>, Option<String>, String)> {
     ))
 }
 
+/// Inserts a record; fails on an existing key.
+const INSERT_RECORD: &str =
+    "INSERT INTO records (collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// Inserts or replaces a record by key.
+const UPSERT_RECORD: &str =
+    "INSERT INTO records (collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+     ON CONFLICT(collection, kind, id) DO UPDATE SET
+       hlc = excluded.hlc, node = excluded.node, vv = excluded.vv, value = excluded.value,
+       conflicts = excluded.conflicts, cursor = excluded.cursor, existed = excluded.existed";
+
+impl SqlTxn<'_> {
+    /// Runs `sql` (one of the statements above) with all columns of `r`.
+    fn insert_row(&mut self, sql: &str, r: &Record) -> Result<()> {
+        let mut stmt = self.tx.prepare_cached(sql)?;
+        let (value, conflicts, vv) = encoded(r)?;
+        stmt.execute(params![
+            r.key.collection,
+            r.key.kind.as_str(),
+            r.key.id,
+            r.version.hlc.as_i64(),
+            i64::from(r.version.node.0),
+            vv,
+            value,
+            conflicts,
+            r.cursor.as_i64(),
+            r.existed,
+        ])?;
+        Ok(())
+    }
+}
+
 /// The engine's view of a SQLite write transaction.
 struct SqlTxn<'c> {
     /// The connection, inside the write transaction (and the job's savepoint).
@@ -662,24 +696,7 @@ impl Txn for SqlTxn<'_> {
     fn put_after(&mut self, r: &Record, previous: Option<Hlc>) -> Result<()> {
         let Some(previous) = previous else {
             // Known to be absent: a plain insert (a duplicate would fail, never overwrite).
-            let mut stmt = self.tx.prepare_cached(
-                "INSERT INTO records (collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            let (value, conflicts, vv) = encoded(r)?;
-            stmt.execute(params![
-                r.key.collection,
-                r.key.kind.as_str(),
-                r.key.id,
-                r.version.hlc.as_i64(),
-                i64::from(r.version.node.0),
-                vv,
-                value,
-                conflicts,
-                r.cursor.as_i64(),
-                r.existed,
-            ])?;
-            return Ok(());
+            return self.insert_row(INSERT_RECORD, r);
         };
         // Known to exist at `previous`: moved to its new cursor by rowid, without probing
         // the key index for a conflict first.
@@ -712,27 +729,7 @@ impl Txn for SqlTxn<'_> {
     }
 
     fn put(&mut self, r: &Record) -> Result<()> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT INTO records (collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT(collection, kind, id) DO UPDATE SET
-               hlc = excluded.hlc, node = excluded.node, vv = excluded.vv, value = excluded.value,
-               conflicts = excluded.conflicts, cursor = excluded.cursor, existed = excluded.existed",
-        )?;
-        let (value, conflicts, vv) = encoded(r)?;
-        stmt.execute(params![
-            r.key.collection,
-            r.key.kind.as_str(),
-            r.key.id,
-            r.version.hlc.as_i64(),
-            i64::from(r.version.node.0),
-            vv,
-            value,
-            conflicts,
-            r.cursor.as_i64(),
-            r.existed,
-        ])?;
-        Ok(())
+        self.insert_row(UPSERT_RECORD, r)
     }
 
     fn bump_origins(&mut self, vv: &VersionVector) -> Result<()> {
