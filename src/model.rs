@@ -380,6 +380,19 @@ pub enum Value {
     Deleted,
 }
 
+impl Value {
+    /// The JSON of `Value::Document { document }` without building (or cloning into) one:
+    /// byte for byte what `serde_json::to_string` writes for it.
+    pub fn document_json(document: &Document) -> serde_json::Result<String> {
+        #[derive(Serialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum ValueRef<'a> {
+            Document { document: &'a Document },
+        }
+        serde_json::to_string(&ValueRef::Document { document })
+    }
+}
+
 /// A losing version kept after a concurrent update. Part of the replicated state (merged by
 /// set union keyed by `(hlc, node)`), so every node that learns of the record learns of its
 /// conflicts too, whatever order it saw the versions in.
@@ -963,6 +976,23 @@ mod tests {
         assert!(validate_doc_id("x:1").is_ok());
         assert!(validate_doc_id("a/b").is_err());
         assert!(validate_doc_id("a\nb").is_err());
+    }
+
+    /// The store keeps `document_json`'s output as the stored value: it must be exactly
+    /// what serde writes for the value, embedding and escapes included.
+    #[test]
+    fn document_json_is_the_values_serde_json() {
+        for embedding in [None, Some(vec![0.5f32, -1.0])] {
+            let document = Document {
+                id: "d\"1".into(),
+                content: "line\nüñí \u{1}".into(),
+                metadata: serde_json::json!({"b": [1, "x"], "a": {"z": null}}),
+                embedding,
+            };
+            let fast = Value::document_json(&document).unwrap();
+            let value = Value::Document { document };
+            assert_eq!(fast, serde_json::to_string(&value).unwrap());
+        }
     }
 
     #[test]

@@ -299,3 +299,130 @@ fn checkpoint_is_saved_with_the_batch_and_drift_stops_at_the_prefix() {
         );
     });
 }
+
+/// Updates append to the log. The versions they replace are skipped by every reader (a
+/// record is never listed twice), counted as superseded, and deleted by compaction, which
+/// changes nothing any reader sees, even one half-way through the log.
+#[test]
+fn superseded_versions_are_skipped_and_compacted() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(&dir, 1, 1_000_000);
+        s.put_collection("c", CollectionSettings::default())
+            .await
+            .unwrap();
+        for i in 0..20 {
+            s.put_document("c", doc(&format!("d{i:02}"), "v0"))
+                .await
+                .unwrap();
+        }
+        // A reader that has read the first part of the log before the updates.
+        let first = s
+            .changes_since(Hlc::ZERO, 5, &ChangeFilter::default())
+            .await
+            .unwrap();
+        assert!(first.has_more);
+        for round in 1..=3 {
+            for i in (0..20).step_by(2) {
+                s.put_document("c", doc(&format!("d{i:02}"), &format!("v{round}")))
+                    .await
+                    .unwrap();
+            }
+        }
+        s.delete_document("c", "d01").await.unwrap();
+        s.delete_document("c", "d03").await.unwrap();
+
+        let stats = s.stats().await.unwrap();
+        assert_eq!(stats.documents, 18);
+        assert_eq!(stats.tombstones, 2);
+        assert_eq!(stats.superseded, 10 * 3 + 2);
+        let backlog = s.backlog(Hlc::ZERO, &[]).await.unwrap();
+        assert_eq!(backlog.pending, 21, "one pending change per record");
+        let before = state(&s).await;
+        assert_eq!(before.len(), 21);
+        assert_eq!(before["c/Document/d00"]["document"]["content"], "v3");
+        assert_eq!(before["c/Document/d02"]["document"]["content"], "v3");
+        assert_eq!(before["c/Document/d05"]["document"]["content"], "v0");
+        assert_eq!(before["c/Document/d01"]["op"], "DocumentDelete");
+
+        assert_eq!(s.compact().await.unwrap(), 32);
+        assert_eq!(s.stats().await.unwrap().superseded, 0);
+        assert_eq!(state(&s).await, before);
+
+        // The early reader goes on from its watermark and ends with the same state.
+        let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut since = Hlc::ZERO;
+        let mut page = first;
+        loop {
+            for c in &page.changes {
+                let key = format!(
+                    "{}/{:?}/{}",
+                    c.body.collection(),
+                    c.body.key().kind,
+                    c.body.key().id
+                );
+                seen.insert(key, serde_json::to_value(&c.body).unwrap());
+            }
+            since = since.max(page.watermark);
+            if !page.has_more {
+                break;
+            }
+            page = s
+                .changes_since(since, 5, &ChangeFilter::default())
+                .await
+                .unwrap();
+        }
+        let mut expected = BTreeMap::new();
+        let all = s
+            .changes_since(Hlc::ZERO, 1000, &ChangeFilter::default())
+            .await
+            .unwrap();
+        for c in &all.changes {
+            let key = format!(
+                "{}/{:?}/{}",
+                c.body.collection(),
+                c.body.key().kind,
+                c.body.key().id
+            );
+            expected.insert(key, serde_json::to_value(&c.body).unwrap());
+        }
+        assert_eq!(seen.len(), 21);
+        assert_eq!(seen, expected);
+
+        // And all of it is on disk.
+        drop(s);
+        let s = sqlite(&dir, 1, 1_000_000);
+        assert_eq!(state(&s).await, before);
+        assert_eq!(s.stats().await.unwrap().documents, 18);
+    });
+}
+
+/// Without being asked, the writer deletes superseded versions once writes stop.
+#[test]
+fn the_idle_writer_compacts_on_its_own() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sqlite(&dir, 1, 1_000_000);
+        s.put_collection("c", CollectionSettings::default())
+            .await
+            .unwrap();
+        for v in 0..5 {
+            for i in 0..50 {
+                s.put_document("c", doc(&format!("d{i}"), &format!("v{v}")))
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(s.stats().await.unwrap().superseded, 200);
+        let before = state(&s).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while s.stats().await.unwrap().superseded > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "superseded rows were not compacted within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(state(&s).await, before);
+    });
+}

@@ -70,6 +70,9 @@ pub struct NodeStatus {
     pub documents: u64,
     pub tombstones: u64,
     pub conflicts: u64,
+    /// Old versions in the log waiting to be deleted (space the store will reclaim).
+    #[serde(default)]
+    pub superseded: u64,
     pub wall_ms: u64,
     pub max_clock_drift_ms: u64,
     pub peers: Vec<PeerStatus>,
@@ -87,6 +90,7 @@ async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
         documents: stats.documents,
         tombstones: stats.tombstones,
         conflicts: stats.conflicts,
+        superseded: stats.superseded,
         wall_ms: store.clock().wall_ms(),
         max_clock_drift_ms: store.clock().max_drift_ms(),
         peers: s.manager.peer_statuses().await?,

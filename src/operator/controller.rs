@@ -393,6 +393,7 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
                     documents: 0,
                     tombstones: 0,
                     conflicts: 0,
+                    superseded: 0,
                     wall_ms: 0,
                     max_clock_drift_ms: 0,
                     peers: Vec::new(),

@@ -44,6 +44,13 @@ pub trait Txn {
         let _ = previous;
         self.put(record)
     }
+    /// [`Txn::put_after`] for a record whose value is that of change number `index` of the
+    /// batch being applied, unchanged: a store that encoded those values beforehand (off its
+    /// writer) uses the encoding.
+    fn put_incoming(&mut self, record: &Record, previous: Option<Hlc>, index: usize) -> Result<()> {
+        let _ = index;
+        self.put_after(record, previous)
+    }
     /// Raises the per-origin applied HLCs to those of `vv`.
     fn bump_origins(&mut self, vv: &VersionVector) -> Result<()>;
     fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()>;
@@ -311,7 +318,7 @@ pub fn apply(
     // Per-origin applied HLCs only rise, so they are raised once per batch, with the
     // pointwise maximum of every applied version vector.
     let mut origins = VersionVector::default();
-    for change in changes {
+    for (index, change) in changes.into_iter().enumerate() {
         if let Some(err) = refusal(txn, ctx, &change, &mut settings_cache)? {
             match mode {
                 ApplyMode::AllOrNothing => return Err(err),
@@ -336,8 +343,11 @@ pub fn apply(
         let existed = head.as_ref().is_some_and(|h| h.live);
         let previous = head.as_ref().map(|h| h.cursor);
         let incoming_vv;
+        // The stored value will be the incoming one as it came.
+        let mut unchanged = false;
         let resolution = match order {
             None | Some(Causality::Dominates) if plain => {
+                unchanged = true;
                 incoming_vv = change.version.vv.clone();
                 Resolution::Store {
                     state: State {
@@ -395,7 +405,11 @@ pub fn apply(
                     conflicts: state.conflicts,
                     key,
                 };
-                txn.put_after(&record, previous)?;
+                if unchanged {
+                    txn.put_incoming(&record, previous, index)?;
+                } else {
+                    txn.put_after(&record, previous)?;
+                }
                 origins = origins.join(&incoming_vv);
                 report.applied += 1;
             }

@@ -262,6 +262,8 @@ pub struct StoreStats {
     pub documents: u64,
     pub tombstones: u64,
     pub conflicts: u64,
+    /// Log rows replaced by newer versions and not yet deleted (space to be reclaimed).
+    pub superseded: u64,
 }
 
 /// A page of live documents in id order.

@@ -4,10 +4,17 @@
 //! reader connections on tokio's blocking pool; a background thread that copies the WAL back
 //! into the database file.
 //!
-//! The `records` table is the change log: one row per record holding its latest state, keyed
-//! by its commit `cursor` (the table's rowid), with a unique index on (collection, kind, id).
-//! Paging reads `cursor > since ORDER BY cursor LIMIT n+1`, a range of the table itself, so a
-//! page costs n+1 rows read in log order however long the log is; a write appends at the end.
+//! The `records` table is the change log, keyed by commit `cursor` (the table's rowid), and
+//! only ever appended to: a new version of a record is a new row at the end. The `heads` table
+//! maps each record's key to the cursor of its current row, with the version and flags the
+//! write rules need, so deciding what to do with an incoming change never reads the log. A
+//! row replaced by a newer one is listed in `superseded` (in the same transaction) and skipped
+//! by readers; the writer deletes such rows once it is idle, or as it goes when too many wait.
+//! Updating in place would rewrite the 4 KiB page each old row lives on (about 5.5 KB of WAL
+//! per update, which the checkpoint then writes again); appending costs about 1.6 KB.
+//!
+//! Paging reads `cursor > since ORDER BY cursor LIMIT n+1` (less superseded rows), a range of
+//! the table itself, so a page costs about n+1 rows read in log order however long the log is.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,8 +27,8 @@ use crate::config::{ConflictStrategy, SyncConfig};
 use crate::error::{Error, Result};
 use crate::hlc::{Hlc, HlcClock};
 use crate::model::{
-    Change, CollectionSettings, Document, Kind, NodeId, Record, RecordKey, Value, Version,
-    VersionVector,
+    Change, ChangeBody, CollectionSettings, Document, Kind, NodeId, Record, RecordKey, Value,
+    Version, VersionVector,
 };
 use crate::store::engine::{self, Ctx, RecordHead, Txn};
 use crate::store::{
@@ -43,11 +50,22 @@ CREATE TABLE IF NOT EXISTS records (
     conflicts TEXT,
     existed INTEGER NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS records_key ON records (collection, kind, id);
-CREATE INDEX IF NOT EXISTS records_collections ON records (collection) WHERE kind = 'c';
-CREATE INDEX IF NOT EXISTS records_tombstones ON records (hlc) WHERE value IS NULL;
-CREATE INDEX IF NOT EXISTS records_conflicts ON records (collection, kind, id)
-    WHERE conflicts IS NOT NULL;
+CREATE TABLE IF NOT EXISTS heads (
+    collection TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    cursor INTEGER NOT NULL,
+    hlc INTEGER NOT NULL,
+    node INTEGER NOT NULL,
+    vv TEXT NOT NULL,
+    live INTEGER NOT NULL,
+    conflicted INTEGER NOT NULL,
+    PRIMARY KEY (collection, kind, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS heads_collections ON heads (collection) WHERE kind = 'c';
+CREATE INDEX IF NOT EXISTS heads_tombstones ON heads (hlc) WHERE live = 0;
+CREATE INDEX IF NOT EXISTS heads_conflicts ON heads (collection, kind, id) WHERE conflicted = 1;
+CREATE TABLE IF NOT EXISTS superseded (cursor INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS checkpoints (
     peer INTEGER NOT NULL,
     direction TEXT NOT NULL,
@@ -58,6 +76,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (peer, direction, scope)
 );
 CREATE TABLE IF NOT EXISTS origins (node INTEGER PRIMARY KEY, hlc INTEGER NOT NULL);
+";
+
+/// Stores created before `heads` existed held one row per record in `records`, with a unique
+/// index on the key; every row is current, so `heads` is built from them as they are.
+const MIGRATE_TO_HEADS: &str = "
+INSERT INTO heads (collection, kind, id, cursor, hlc, node, vv, live, conflicted)
+    SELECT collection, kind, id, cursor, hlc, node, vv, value IS NOT NULL, conflicts IS NOT NULL
+    FROM records;
+DROP INDEX IF EXISTS records_key;
+DROP INDEX IF EXISTS records_collections;
+DROP INDEX IF EXISTS records_tombstones;
+DROP INDEX IF EXISTS records_conflicts;
 ";
 
 /// Stores created before the log was keyed by its cursor kept records in a `WITHOUT ROWID`
@@ -86,6 +116,17 @@ ALTER TABLE records_v2 RENAME TO records;
 
 const RECORD_COLUMNS: &str =
     "collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed";
+
+/// [`RECORD_COLUMNS`] of `records r`, for queries that join `heads h`.
+const R_COLUMNS: &str =
+    "r.collection, r.kind, r.id, r.hlc, r.node, r.vv, r.value, r.conflicts, r.cursor, r.existed";
+
+/// Current records: `heads h` joined to their rows `records r`.
+const CURRENT: &str = "heads h JOIN records r ON r.cursor = h.cursor";
+
+/// Log rows that no newer row of the same record has replaced.
+const NOT_SUPERSEDED: &str =
+    "NOT EXISTS (SELECT 1 FROM superseded s WHERE s.cursor = records.cursor)";
 
 struct Inner {
     /// Jobs for the writer thread, which owns the one write connection.
@@ -158,15 +199,36 @@ fn writer_loop(
     clock: Arc<HlcClock>,
     checkpointer: Checkpointer,
 ) {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut carried: Option<WriteJob> = None;
+    // Superseded rows waiting to be deleted; compaction runs once no write has come for
+    // `COMPACT_WHEN_IDLE`, and then chunk after chunk for as long as none comes.
+    let mut superseded = count_superseded(&conn);
+    let mut idle = false;
     loop {
-        let first = match carried.take() {
-            Some(j) => j,
-            None => match jobs.recv() {
-                Ok(j) => j,
+        let next = match carried.take() {
+            Some(j) => Some(j),
+            None if superseded == 0 => match jobs.recv() {
+                Ok(j) => Some(j),
                 Err(_) => return,
             },
+            None if idle => match jobs.try_recv() {
+                Ok(j) => Some(j),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            },
+            None => match jobs.recv_timeout(COMPACT_WHEN_IDLE) {
+                Ok(j) => Some(j),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
         };
+        let Some(first) = next else {
+            idle = true;
+            superseded = compact_step(&mut conn, &checkpointer);
+            continue;
+        };
+        idle = false;
         let mut batch = vec![first];
         while !batch[0].alone && batch.len() < MAX_GROUP_COMMIT {
             match jobs.try_recv() {
@@ -194,6 +256,13 @@ fn writer_loop(
                 if let Err(e) = checkpointer.committed(&conn) {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
+                superseded = count_superseded(&conn);
+                // Under a steady stream of updates the writer is never idle: past the limit,
+                // each commit is followed by one chunk of compaction, so the space taken by
+                // old rows stays bounded.
+                if superseded > SUPERSEDED_LIMIT {
+                    superseded = compact_step(&mut conn, &checkpointer);
+                }
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -203,6 +272,75 @@ fn writer_loop(
                     ))));
                 }
             }
+        }
+    }
+}
+
+/// How long the writer waits for another write before it deletes superseded rows.
+const COMPACT_WHEN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Superseded rows deleted per compaction transaction: a write that arrives meanwhile waits
+/// for one chunk at most (a few milliseconds).
+const COMPACT_CHUNK: i64 = 2_000;
+
+/// Superseded rows past which compaction no longer waits for an idle writer (about 50 MiB
+/// of old 1 KiB documents).
+const SUPERSEDED_LIMIT: u64 = 50_000;
+
+fn count_superseded(conn: &Connection) -> u64 {
+    conn.query_row("SELECT COUNT(*) FROM superseded", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n as u64)
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot count superseded rows");
+        0
+    })
+}
+
+/// Deletes up to `limit` superseded rows, oldest first, in the caller's transaction.
+fn compact_superseded(tx: &Connection, limit: i64) -> Result<usize> {
+    tx.prepare_cached(
+        "DELETE FROM records WHERE cursor IN
+           (SELECT cursor FROM superseded ORDER BY cursor LIMIT ?1)",
+    )?
+    .execute([limit])?;
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM superseded WHERE cursor IN
+               (SELECT cursor FROM superseded ORDER BY cursor LIMIT ?1)",
+        )?
+        .execute([limit])?)
+}
+
+/// One compaction transaction on the writer's connection; the superseded rows left after it.
+fn compact_step(conn: &mut Connection, checkpointer: &Checkpointer) -> u64 {
+    let started = std::time::Instant::now();
+    let outcome = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(Error::from)
+        .and_then(|tx| {
+            let n = compact_superseded(&tx, COMPACT_CHUNK)?;
+            tx.commit()?;
+            Ok(n)
+        });
+    match outcome {
+        Ok(n) => {
+            tracing::trace!(
+                rows = n,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "superseded rows deleted"
+            );
+            if let Err(e) = checkpointer.committed(conn) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+            count_superseded(conn)
+        }
+        Err(e) => {
+            // Readers skip superseded rows whether or not they are deleted: nothing is wrong
+            // but space; the next idle period tries again.
+            tracing::warn!(error = %e, "compaction failed");
+            0
         }
     }
 }
@@ -237,7 +375,7 @@ fn run_group(
         // A transaction of its own: no savepoint; a failed write rolls it back.
         if let Some(job) = pending.next() {
             answers.push(job.answer);
-            if !run_caught(job.run, &mut SqlTxn { tx: &tx }) {
+            if !run_caught(job.run, &mut SqlTxn::new(&tx)) {
                 drop(tx); // rolls back; the answer carries the write's own error
                 return Ok(());
             }
@@ -252,7 +390,7 @@ fn run_group(
                 return Err(e.into());
             }
         };
-        if run_caught(job.run, &mut SqlTxn { tx: &sp }) {
+        if run_caught(job.run, &mut SqlTxn::new(&sp)) {
             if let Err(e) = sp.commit() {
                 answers.extend(pending.map(|j| j.answer));
                 return Err(e.into());
@@ -271,6 +409,9 @@ fn run_group(
 /// its beginning only once everything in it has been copied back: without this, the WAL
 /// would grow for as long as the writes keep coming.
 const WAL_FRAMES_LIMIT: i64 = 16_384;
+
+/// Least time between two background checkpoints.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Size the WAL file is truncated to when it restarts, bytes.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
@@ -311,6 +452,20 @@ impl Checkpointer {
                     }
                     if st.1 {
                         return;
+                    }
+                    // Commits that come within the interval share one checkpoint: a page
+                    // written by several of them is copied back once.
+                    let until = std::time::Instant::now() + CHECKPOINT_INTERVAL;
+                    while !st.1 {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        st = s
+                            .wake
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
                     }
                     st.0 = 0;
                 }
@@ -588,44 +743,41 @@ fn write_change_json(row: &Row, filter: &ChangeFilter, out: &mut Vec<u8>) -> Res
     Ok(true)
 }
 
-/// A record's stored columns: value (NULL for a tombstone), conflicts (NULL for none), vector.
-fn encoded(r: &Record) -> Result<(Option<String>, Option<String>, String)> {
-    let enc = |e: serde_json::Error| Error::Internal(e.to_string());
-    let value = match &r.value {
-        Value::Deleted => None,
-        v => Some(serde_json::to_string(v).map_err(enc)?),
-    };
-    let conflicts = if r.conflicts.is_empty() {
-        None
-    } else {
-        Some(serde_json::to_string(&r.conflicts).map_err(enc)?)
-    };
-    Ok((
-        value,
-        conflicts,
-        serde_json::to_string(&r.version.vv).map_err(enc)?,
-    ))
-}
-
-/// Inserts a record; fails on an existing key.
-const INSERT_RECORD: &str =
+/// Appends a record's row to the log (its cursor is new, so it never replaces a row).
+const APPEND_RECORD: &str =
     "INSERT INTO records (collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-/// Inserts or replaces a record by key.
-const UPSERT_RECORD: &str =
-    "INSERT INTO records (collection, kind, id, hlc, node, vv, value, conflicts, cursor, existed)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-     ON CONFLICT(collection, kind, id) DO UPDATE SET
-       hlc = excluded.hlc, node = excluded.node, vv = excluded.vv, value = excluded.value,
-       conflicts = excluded.conflicts, cursor = excluded.cursor, existed = excluded.existed";
+/// The engine's view of a SQLite write transaction.
+struct SqlTxn<'c> {
+    /// The connection, inside the write transaction (and the job's savepoint).
+    tx: &'c Connection,
+    /// Stored JSON of the values of the batch being applied, by change index, encoded
+    /// before the batch reached the writer thread (documents only).
+    encoded_values: Vec<Option<String>>,
+}
 
-impl SqlTxn<'_> {
-    /// Runs `sql` (one of the statements above) with all columns of `r`.
-    fn insert_row(&mut self, sql: &str, r: &Record) -> Result<()> {
-        let mut stmt = self.tx.prepare_cached(sql)?;
-        let (value, conflicts, vv) = encoded(r)?;
-        stmt.execute(params![
+impl<'c> SqlTxn<'c> {
+    fn new(tx: &'c Connection) -> Self {
+        SqlTxn {
+            tx,
+            encoded_values: Vec::new(),
+        }
+    }
+
+    /// Appends `r`'s row with its value encoded as `value` (None for a tombstone) and moves
+    /// its head there.
+    fn put_row(&mut self, r: &Record, value: Option<String>, previous: Option<Hlc>) -> Result<()> {
+        let enc = |e: serde_json::Error| Error::Internal(e.to_string());
+        let conflicts = if r.conflicts.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&r.conflicts).map_err(enc)?)
+        };
+        let vv = serde_json::to_string(&r.version.vv).map_err(enc)?;
+        let live = value.is_some();
+        let conflicted = conflicts.is_some();
+        self.tx.prepare_cached(APPEND_RECORD)?.execute(params![
             r.key.collection,
             r.key.kind.as_str(),
             r.key.id,
@@ -637,20 +789,65 @@ impl SqlTxn<'_> {
             r.cursor.as_i64(),
             r.existed,
         ])?;
+        let Some(previous) = previous else {
+            // Known to be absent: a plain insert (a duplicate key fails, never overwrites).
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO heads (collection, kind, id, cursor, hlc, node, vv, live, conflicted)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    r.key.collection,
+                    r.key.kind.as_str(),
+                    r.key.id,
+                    r.cursor.as_i64(),
+                    r.version.hlc.as_i64(),
+                    i64::from(r.version.node.0),
+                    vv,
+                    live,
+                    conflicted,
+                ])?;
+            return Ok(());
+        };
+        // Known to be current at `previous`: the head moves to the new row, and the old row
+        // is superseded (skipped by readers from now on, deleted later).
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE heads SET cursor = ?1, hlc = ?2, node = ?3, vv = ?4, live = ?5,
+                   conflicted = ?6
+                 WHERE collection = ?7 AND kind = ?8 AND id = ?9 AND cursor = ?10",
+            )?
+            .execute(params![
+                r.cursor.as_i64(),
+                r.version.hlc.as_i64(),
+                i64::from(r.version.node.0),
+                vv,
+                live,
+                conflicted,
+                r.key.collection,
+                r.key.kind.as_str(),
+                r.key.id,
+                previous.as_i64(),
+            ])?;
+        if n != 1 {
+            return Err(Error::Storage(format!(
+                "record {:?} is no longer at cursor {previous}",
+                r.key
+            )));
+        }
+        self.tx
+            .prepare_cached("INSERT INTO superseded (cursor) VALUES (?1)")?
+            .execute([previous.as_i64()])?;
         Ok(())
     }
-}
-
-/// The engine's view of a SQLite write transaction.
-struct SqlTxn<'c> {
-    /// The connection, inside the write transaction (and the job's savepoint).
-    tx: &'c Connection,
 }
 
 impl Txn for SqlTxn<'_> {
     fn get(&mut self, key: &RecordKey) -> Result<Option<Record>> {
         let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records WHERE collection = ?1 AND kind = ?2 AND id = ?3"
+            "SELECT {R_COLUMNS} FROM {CURRENT}
+             WHERE h.collection = ?1 AND h.kind = ?2 AND h.id = ?3"
         ))?;
         let r = stmt
             .query_row(
@@ -663,8 +860,8 @@ impl Txn for SqlTxn<'_> {
 
     fn get_head(&mut self, key: &RecordKey) -> Result<Option<RecordHead>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT hlc, node, vv, value IS NOT NULL, conflicts IS NOT NULL, cursor
-             FROM records WHERE collection = ?1 AND kind = ?2 AND id = ?3",
+            "SELECT hlc, node, vv, live, conflicted, cursor
+             FROM heads WHERE collection = ?1 AND kind = ?2 AND id = ?3",
         )?;
         let row = stmt
             .query_row(params![key.collection, key.kind.as_str(), key.id], |r| {
@@ -694,42 +891,32 @@ impl Txn for SqlTxn<'_> {
     }
 
     fn put_after(&mut self, r: &Record, previous: Option<Hlc>) -> Result<()> {
-        let Some(previous) = previous else {
-            // Known to be absent: a plain insert (a duplicate would fail, never overwrite).
-            return self.insert_row(INSERT_RECORD, r);
+        let value = match &r.value {
+            Value::Deleted => None,
+            v => Some(serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?),
         };
-        // Known to exist at `previous`: moved to its new cursor by rowid, without probing
-        // the key index for a conflict first.
-        let mut stmt = self.tx.prepare_cached(
-            "UPDATE records SET cursor = ?1, hlc = ?2, node = ?3, vv = ?4, value = ?5,
-               conflicts = ?6, existed = ?7
-             WHERE cursor = ?8 AND collection = ?9 AND kind = ?10 AND id = ?11",
-        )?;
-        let (value, conflicts, vv) = encoded(r)?;
-        let n = stmt.execute(params![
-            r.cursor.as_i64(),
-            r.version.hlc.as_i64(),
-            i64::from(r.version.node.0),
-            vv,
-            value,
-            conflicts,
-            r.existed,
-            previous.as_i64(),
-            r.key.collection,
-            r.key.kind.as_str(),
-            r.key.id,
-        ])?;
-        if n != 1 {
-            return Err(Error::Storage(format!(
-                "record {:?} is no longer at cursor {previous}",
-                r.key
-            )));
+        self.put_row(r, value, previous)
+    }
+
+    fn put_incoming(&mut self, r: &Record, previous: Option<Hlc>, index: usize) -> Result<()> {
+        match self.encoded_values.get_mut(index).and_then(Option::take) {
+            Some(value) => self.put_row(r, Some(value), previous),
+            None => self.put_after(r, previous),
         }
-        Ok(())
     }
 
     fn put(&mut self, r: &Record) -> Result<()> {
-        self.insert_row(UPSERT_RECORD, r)
+        let previous = self
+            .tx
+            .prepare_cached(
+                "SELECT cursor FROM heads WHERE collection = ?1 AND kind = ?2 AND id = ?3",
+            )?
+            .query_row(
+                params![r.key.collection, r.key.kind.as_str(), r.key.id],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?;
+        self.put_after(r, previous.map(Hlc::from_i64))
     }
 
     fn bump_origins(&mut self, vv: &VersionVector) -> Result<()> {
@@ -763,7 +950,7 @@ impl Txn for SqlTxn<'_> {
 
     fn live_document_keys(&mut self, collection: &str) -> Result<Vec<RecordKey>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT id FROM records WHERE collection = ?1 AND kind = 'd' AND value IS NOT NULL",
+            "SELECT id FROM heads WHERE collection = ?1 AND kind = 'd' AND live = 1",
         )?;
         let ids = stmt
             .query_map([collection], |r| r.get::<_, String>(0))?
@@ -794,10 +981,29 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .optional()?;
-        if old_layout.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE;{MIGRATE_WITHOUT_ROWID}COMMIT;"))?;
+        let has_heads = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'heads'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        // Layout upgrades and the schema in one transaction: a store is upgraded whole or
+        // not at all.
+        let mut setup = String::from("BEGIN IMMEDIATE;");
+        if old_layout
+            .as_ref()
+            .is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID"))
+        {
+            setup.push_str(MIGRATE_WITHOUT_ROWID);
         }
-        conn.execute_batch(SCHEMA)?;
+        setup.push_str(SCHEMA);
+        if old_layout.is_some() && !has_heads {
+            setup.push_str(MIGRATE_TO_HEADS);
+        }
+        setup.push_str("COMMIT;");
+        conn.execute_batch(&setup)?;
         let node = match meta_get(&conn, "node_id")? {
             Some(existing) => {
                 let existing = NodeId::from_hex(&existing).map_err(Error::Storage)?;
@@ -866,6 +1072,13 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Deletes every superseded row now, in one transaction (the writer otherwise does it
+    /// in chunks when idle); the number deleted.
+    pub async fn compact(&self) -> Result<usize> {
+        self.write_job(true, |t, _| compact_superseded(t.tx, i64::MAX))
+            .await
     }
 
     /// Runs `f` in a write transaction on the writer thread; its changes are kept only if it
@@ -1002,7 +1215,7 @@ impl Store for SqliteStore {
         self.read(|tx| {
             query_records(
                 tx,
-                &format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = 'c' AND value IS NOT NULL ORDER BY collection"),
+                &format!("SELECT {R_COLUMNS} FROM {CURRENT} WHERE h.kind = 'c' AND h.live = 1 ORDER BY h.collection"),
                 [],
             )
         })
@@ -1026,7 +1239,7 @@ impl Store for SqliteStore {
         self.read(move |tx| {
             let mut r = query_records(
                 tx,
-                &format!("SELECT {RECORD_COLUMNS} FROM records WHERE collection = ?1 AND kind = ?2 AND id = ?3"),
+                &format!("SELECT {R_COLUMNS} FROM {CURRENT} WHERE h.collection = ?1 AND h.kind = ?2 AND h.id = ?3"),
                 params![key.collection, key.kind.as_str(), key.id],
             )?;
             Ok(r.pop())
@@ -1045,7 +1258,7 @@ impl Store for SqliteStore {
         self.read(move |tx| {
             let mut docs = query_records(
                 tx,
-                &format!("SELECT {RECORD_COLUMNS} FROM records WHERE collection = ?1 AND kind = 'd' AND id > ?2 AND value IS NOT NULL ORDER BY id LIMIT ?3"),
+                &format!("SELECT {R_COLUMNS} FROM {CURRENT} WHERE h.collection = ?1 AND h.kind = 'd' AND h.id > ?2 AND h.live = 1 ORDER BY h.id LIMIT ?3"),
                 params![collection, after, (limit + 1) as i64],
             )?;
             let next = if docs.len() > limit {
@@ -1069,7 +1282,7 @@ impl Store for SqliteStore {
         self.read(move |tx| {
             let recs = query_records(
                 tx,
-                &format!("SELECT {RECORD_COLUMNS} FROM records WHERE conflicts IS NOT NULL AND (?1 IS NULL OR collection = ?1) AND (?2 IS NULL OR (kind = 'd' AND id = ?2)) ORDER BY collection, kind, id"),
+                &format!("SELECT {R_COLUMNS} FROM {CURRENT} WHERE h.conflicted = 1 AND (?1 IS NULL OR h.collection = ?1) AND (?2 IS NULL OR (h.kind = 'd' AND h.id = ?2)) ORDER BY h.collection, h.kind, h.id"),
                 params![collection, id],
             )?;
             Ok(recs
@@ -1093,18 +1306,18 @@ impl Store for SqliteStore {
             let count = |sql: &str| -> Result<u64> {
                 Ok(tx.prepare_cached(sql)?.query_row([], |r| r.get::<_, i64>(0))? as u64)
             };
-            let total = count("SELECT COUNT(*) FROM records")?;
-            let tombstones = count("SELECT COUNT(*) FROM records WHERE value IS NULL")?;
-            let collections =
-                count("SELECT COUNT(*) FROM records WHERE kind = 'c' AND value IS NOT NULL")?;
-            let conflicts = count(
-                "SELECT COALESCE(SUM(json_array_length(conflicts)), 0) FROM records WHERE conflicts IS NOT NULL",
-            )?;
+            let total = count("SELECT COUNT(*) FROM heads")?;
+            let tombstones = count("SELECT COUNT(*) FROM heads WHERE live = 0")?;
+            let collections = count("SELECT COUNT(*) FROM heads WHERE kind = 'c' AND live = 1")?;
+            let conflicts = count(&format!(
+                "SELECT COALESCE(SUM(json_array_length(r.conflicts)), 0) FROM {CURRENT} WHERE h.conflicted = 1"
+            ))?;
             Ok(StoreStats {
                 collections,
                 documents: total.saturating_sub(tombstones + collections),
                 tombstones,
                 conflicts,
+                superseded: count("SELECT COUNT(*) FROM superseded")?,
             })
         })
         .await
@@ -1124,7 +1337,7 @@ impl Store for SqliteStore {
         self.read(move |tx| {
             let mut rows = query_records(
                 tx,
-                &format!("SELECT {RECORD_COLUMNS} FROM records WHERE cursor > ?1 ORDER BY cursor LIMIT ?2"),
+                &format!("SELECT {RECORD_COLUMNS} FROM records WHERE cursor > ?1 AND {NOT_SUPERSEDED} ORDER BY cursor LIMIT ?2"),
                 params![since.as_i64(), (limit + 1) as i64],
             )?;
             let has_more = rows.len() > limit;
@@ -1153,7 +1366,8 @@ impl Store for SqliteStore {
         let filter = filter.clone();
         self.read(move |tx| {
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE cursor > ?1 ORDER BY cursor LIMIT ?2"
+                "SELECT {RECORD_COLUMNS} FROM records WHERE cursor > ?1 AND {NOT_SUPERSEDED}
+                 ORDER BY cursor LIMIT ?2"
             ))?;
             let mut rows = stmt.query(params![since.as_i64(), (limit + 1) as i64])?;
             // Changes are written into a small buffer that goes to `out` (and its compressor)
@@ -1209,8 +1423,23 @@ impl Store for SqliteStore {
         checkpoint: Option<Checkpoint>,
     ) -> Result<ApplyReport> {
         let alone = changes.len() > APPLY_ALONE;
+        // Documents are encoded here, beside the writer thread rather than on it: most of
+        // them are stored as they came.
+        let encoded_values = changes
+            .iter()
+            .map(|c| match &c.body {
+                ChangeBody::DocumentInsert { document, .. }
+                | ChangeBody::DocumentUpdate { document, .. } => {
+                    Value::document_json(document).ok()
+                }
+                _ => None,
+            })
+            .collect();
         self.write_job(alone, move |t, c| {
-            engine::apply(t, c, changes, strategy, mode, checkpoint)
+            t.encoded_values = encoded_values;
+            let report = engine::apply(t, c, changes, strategy, mode, checkpoint);
+            t.encoded_values = Vec::new();
+            report
         })
         .await
     }
@@ -1296,13 +1525,21 @@ impl Store for SqliteStore {
     async fn backlog(&self, since: Hlc, collections: &[String]) -> Result<Backlog> {
         let collections = collections.to_vec();
         self.read(move |tx| {
-            let mut stmt = tx.prepare_cached(
-                "SELECT collection, COUNT(*), MIN(cursor) FROM records WHERE cursor > ?1 GROUP BY collection",
-            )?;
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT collection, COUNT(*), MIN(cursor) FROM records
+                 WHERE cursor > ?1 AND {NOT_SUPERSEDED} GROUP BY collection"
+            ))?;
             let rows = stmt.query_map([since.as_i64()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })?;
-            let mut b = Backlog { pending: 0, oldest: None };
+            let mut b = Backlog {
+                pending: 0,
+                oldest: None,
+            };
             for row in rows {
                 let (c, n, min) = row?;
                 if collections.is_empty() || collections.contains(&c) {
@@ -1320,7 +1557,7 @@ impl Store for SqliteStore {
         self.write(move |t, c| {
             let cutoff = Hlc::new(c.clock.wall_ms().saturating_sub(min_age_ms), 0).min(horizon);
             let max: Option<i64> = t.tx.query_row(
-                "SELECT MAX(cursor) FROM records INDEXED BY records_tombstones WHERE value IS NULL AND hlc < ?1",
+                "SELECT MAX(cursor) FROM heads INDEXED BY heads_tombstones WHERE live = 0 AND hlc < ?1",
                 [cutoff.as_i64()],
                 |r| r.get(0),
             )?;
@@ -1331,8 +1568,15 @@ impl Store for SqliteStore {
                     .max(Hlc::from_i64(max));
                 meta_set(t.tx, "purged_head", &purged.to_hex())?;
             }
+            // The tombstones' current rows go with them; older rows of the same records are
+            // superseded already and go with the next compaction.
+            t.tx.execute(
+                "DELETE FROM records WHERE cursor IN
+                   (SELECT cursor FROM heads INDEXED BY heads_tombstones WHERE live = 0 AND hlc < ?1)",
+                [cutoff.as_i64()],
+            )?;
             let n = t.tx.execute(
-                "DELETE FROM records WHERE value IS NULL AND hlc < ?1",
+                "DELETE FROM heads WHERE live = 0 AND hlc < ?1",
                 [cutoff.as_i64()],
             )?;
             Ok(n)
@@ -1540,6 +1784,86 @@ mod tests {
             let cursors: Vec<Hlc> = page.changes.iter().map(|c| c.cursor).collect();
             assert!(cursors.windows(2).all(|w| w[0] < w[1]));
             assert_eq!(page.changes.len(), ok + 1);
+        });
+    }
+
+    /// A store written before `heads` existed (one row per record in `records`, with a
+    /// unique key index) opens with its records intact, and takes updates.
+    #[test]
+    fn layout_without_heads_is_migrated() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let src = SqliteStore::open(dir.path().join("src.db"), Some(5), clock(2_000_000))
+                .unwrap();
+            src.put_collection("c", CollectionSettings::default())
+                .await
+                .unwrap();
+            src.put_document("c", doc("x", "kept")).await.unwrap();
+            src.put_document("c", doc("y", "gone")).await.unwrap();
+            src.delete_document("c", "y").await.unwrap();
+            src.compact().await.unwrap();
+            let expected = src
+                .changes_since(Hlc::ZERO, 10, &ChangeFilter::default())
+                .await
+                .unwrap();
+            assert_eq!(expected.changes.len(), 3);
+            let path = dir.path().join("old.db");
+            {
+                let conn = Connection::open(&path).unwrap();
+                conn.execute_batch(&format!(
+                    "PRAGMA journal_mode=WAL;
+                     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                     CREATE TABLE records (
+                        cursor INTEGER PRIMARY KEY, collection TEXT NOT NULL,
+                        kind TEXT NOT NULL, id TEXT NOT NULL, hlc INTEGER NOT NULL,
+                        node INTEGER NOT NULL, vv TEXT NOT NULL, value TEXT, conflicts TEXT,
+                        existed INTEGER NOT NULL);
+                     CREATE UNIQUE INDEX records_key ON records (collection, kind, id);
+                     CREATE INDEX records_tombstones ON records (hlc) WHERE value IS NULL;
+                     INSERT INTO meta VALUES ('node_id', '0005'), ('incarnation', 'abcd');
+                     ATTACH DATABASE '{}' AS src;
+                     INSERT INTO records ({RECORD_COLUMNS}) SELECT {RECORD_COLUMNS} FROM src.records;",
+                    dir.path().join("src.db").display()
+                ))
+                .unwrap();
+            }
+            let store = SqliteStore::open(&path, None, clock(2_000_000)).unwrap();
+            let page = store
+                .changes_since(Hlc::ZERO, 10, &ChangeFilter::default())
+                .await
+                .unwrap();
+            assert_eq!(page, expected);
+            let stats = store.stats().await.unwrap();
+            assert_eq!((stats.documents, stats.tombstones), (1, 1));
+            let x = store
+                .get_record(&RecordKey::document("c", "x"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(x.value, Value::Document { document: doc("x", "kept") });
+            store.put_document("c", doc("x", "changed")).await.unwrap();
+            store.put_document("c", doc("y", "back")).await.unwrap();
+            let listed = store.list_documents("c", None, 10).await.unwrap();
+            let contents: Vec<_> = listed
+                .documents
+                .iter()
+                .map(|r| match &r.value {
+                    Value::Document { document } => document.content.clone(),
+                    other => panic!("not a document: {other:?}"),
+                })
+                .collect();
+            assert_eq!(contents, ["changed", "back"]);
+            assert_eq!(store.stats().await.unwrap().superseded, 2);
+            let old_index: Option<String> = Connection::open(&path)
+                .unwrap()
+                .query_row(
+                    "SELECT name FROM sqlite_master WHERE name = 'records_key'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .unwrap();
+            assert_eq!(old_index, None, "the old unique key index is dropped");
         });
     }
 
