@@ -354,15 +354,24 @@ impl Node {
     /// CPU time (user + system) the process has used so far, in seconds.
     fn cpu_seconds(&self) -> f64 {
         let Some(pid) = self.pid() else { return 0.0 };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+    }
+
+    /// CPU time of the store's own threads (writer and checkpointer), in seconds: what
+    /// compaction costs, without the status requests the bench makes meanwhile.
+    fn store_threads_cpu_seconds(&self) -> f64 {
+        let Some(pid) = self.pid() else { return 0.0 };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return 0.0;
         };
-        // Fields after the parenthesised command name; utime and stime are the 12th and
-        // 13th of them, in clock ticks (USER_HZ, 100 on Linux).
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("sqlite-"))
+            })
+            .map(|t| stat_cpu_seconds(&t.path().join("stat").to_string_lossy()))
+            .sum()
     }
 
     /// Bytes of the node's database file and of its write-ahead log.
@@ -676,8 +685,27 @@ fn pulled(v: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until `node` holds no superseded versions (its writer compacts once idle).
-async fn wait_compacted(http: &reqwest::Client, node: &Node) -> Result<()> {
+/// User + system CPU seconds in a `/proc/.../stat` file (0 if it is gone).
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th
+    // of them, in clock ticks (USER_HZ, 100 on Linux).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Polls `node`'s `GET /admin/status` until `done` holds for it; fails after `limit`.
+async fn wait_status(
+    http: &reqwest::Client,
+    node: &Node,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Result<()> {
     let started = Instant::now();
     loop {
         let s = call(
@@ -687,41 +715,35 @@ async fn wait_compacted(http: &reqwest::Client, node: &Node) -> Result<()> {
             None,
         )
         .await?;
-        if s["superseded"].as_u64() == Some(0) {
+        if done(&s) {
             return Ok(());
         }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("{} still holds superseded versions after 120 s", node.name);
+        if started.elapsed() > limit {
+            bail!("{}: {what} did not happen within {limit:?}", node.name);
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until `node` holds no superseded versions (its writer compacts once idle).
+async fn wait_compacted(http: &reqwest::Client, node: &Node) -> Result<()> {
+    wait_status(http, node, "compaction", Duration::from_secs(120), |s| {
+        s["superseded"].as_u64() == Some(0)
+    })
+    .await
 }
 
 /// Waits until `node` has finished a round with `peer` (the one its scheduler starts when
 /// the config changes), so that the timed round is the only one that moves data.
 async fn wait_round(http: &reqwest::Client, node: &Node, peer: &str) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let s = call(
-            http,
-            reqwest::Method::GET,
-            format!("{}/admin/status", node.url()),
-            None,
-        )
-        .await?;
-        let done = s["peers"]
+    wait_status(http, node, "a first round", Duration::from_secs(60), |s| {
+        s["peers"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|p| p["peer_id"] == peer && !p["last_attempt_ms"].is_null());
-        if done {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("{} never finished its first round with {peer}", node.name);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .any(|p| p["peer_id"] == peer && !p["last_attempt_ms"].is_null())
+    })
+    .await
 }
 
 /// With `RAG_BENCH_DEBUG` set, prints the nodes' current and peak RSS.
@@ -837,12 +859,12 @@ async fn pair_run(
     }
     debug_rss("after incremental", &[&a, &b]);
     // The versions the updates replaced are deleted by B's writer once it is idle: the
-    // deferred part of the incremental sync's cost, measured here as B's CPU time until
-    // none are left.
+    // deferred part of the incremental sync's cost, measured as the CPU time of B's store
+    // threads (writer and checkpointer) until none are left.
     let (compaction, compaction_cpu) = {
-        let (started, cpu) = (Instant::now(), b.cpu_seconds());
+        let (started, cpu) = (Instant::now(), b.store_threads_cpu_seconds());
         wait_compacted(http, &b).await?;
-        (started.elapsed(), b.cpu_seconds() - cpu)
+        (started.elapsed(), b.store_threads_cpu_seconds() - cpu)
     };
     same_records(http, &a, &b).await?;
     debug_rss("after verify", &[&a, &b]);
