@@ -300,6 +300,14 @@ fn checkpoint_is_saved_with_the_batch_and_drift_stops_at_the_prefix() {
     });
 }
 
+/// `s` with an empty collection "c".
+async fn with_collection(s: SqliteStore) -> SqliteStore {
+    s.put_collection("c", CollectionSettings::default())
+        .await
+        .unwrap();
+    s
+}
+
 /// Updates append to the log. The versions they replace are skipped by every reader (a
 /// record is never listed twice), counted as superseded, and deleted by compaction, which
 /// changes nothing any reader sees, even one half-way through the log.
@@ -307,10 +315,7 @@ fn checkpoint_is_saved_with_the_batch_and_drift_stops_at_the_prefix() {
 fn superseded_versions_are_skipped_and_compacted() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let s = sqlite(&dir, 1, 1_000_000);
-        s.put_collection("c", CollectionSettings::default())
-            .await
-            .unwrap();
+        let s = with_collection(sqlite(&dir, 1, 1_000_000)).await;
         for i in 0..20 {
             s.put_document("c", doc(&format!("d{i:02}"), "v0"))
                 .await
@@ -402,10 +407,7 @@ fn superseded_versions_are_skipped_and_compacted() {
 fn the_idle_writer_compacts_on_its_own() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let s = sqlite(&dir, 1, 1_000_000);
-        s.put_collection("c", CollectionSettings::default())
-            .await
-            .unwrap();
+        let s = with_collection(sqlite(&dir, 1, 1_000_000)).await;
         for v in 0..5 {
             for i in 0..50 {
                 s.put_document("c", doc(&format!("d{i}"), &format!("v{v}")))

@@ -36,14 +36,10 @@ pub trait Txn {
             version: r.version,
         }))
     }
-    /// Inserts or replaces the record (its `cursor` is already assigned).
-    fn put(&mut self, record: &Record) -> Result<()>;
-    /// [`Txn::put`] when this transaction has just read the record's current state:
-    /// `previous` is its cursor then, or `None` if it did not exist.
-    fn put_after(&mut self, record: &Record, previous: Option<Hlc>) -> Result<()> {
-        let _ = previous;
-        self.put(record)
-    }
+    /// Stores the record (its `cursor` is already assigned) in place of its current state,
+    /// which this transaction has just read: `previous` is that state's cursor, or `None`
+    /// if the record did not exist.
+    fn put_after(&mut self, record: &Record, previous: Option<Hlc>) -> Result<()>;
     /// [`Txn::put_after`] for a record whose value is that of change number `index` of the
     /// batch being applied, unchanged: a store that encoded those values beforehand (off its
     /// writer) uses the encoding.
@@ -102,7 +98,8 @@ fn local_write_with(
         existed: is_live(&existing),
         key,
     };
-    txn.put(&record)?;
+    // The record was just read: its cursor tells the store where it is.
+    txn.put_after(&record, existing.as_ref().map(|r| r.cursor))?;
     txn.bump_origins(&record.version.vv)?;
     Ok(record)
 }

@@ -45,7 +45,7 @@ impl Txn for State {
         Ok(self.records.get(key).cloned())
     }
 
-    fn put(&mut self, record: &Record) -> Result<()> {
+    fn put_after(&mut self, record: &Record, _previous: Option<Hlc>) -> Result<()> {
         if let Some(old) = self.records.insert(record.key.clone(), record.clone()) {
             self.log.remove(&old.cursor);
         }

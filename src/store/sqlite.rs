@@ -201,7 +201,8 @@ fn writer_loop(
 ) {
     use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let mut carried: Option<WriteJob> = None;
-    // Superseded rows waiting to be deleted; compaction runs once no write has come for
+    // Superseded rows waiting to be deleted (counted once here, then kept up to date by
+    // what each commit reports); compaction runs once no write has come for
     // `COMPACT_WHEN_IDLE`, and then chunk after chunk for as long as none comes.
     let mut superseded = count_superseded(&conn);
     let mut idle = false;
@@ -244,7 +245,7 @@ fn writer_loop(
         let mut answers = Vec::with_capacity(batch.len());
         let outcome = run_group(&mut conn, batch, node, &clock, &mut answers);
         match outcome {
-            Ok(()) => {
+            Ok(delta) => {
                 tracing::trace!(
                     writes = answers.len(),
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -256,7 +257,7 @@ fn writer_loop(
                 if let Err(e) = checkpointer.committed(&conn) {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
-                superseded = count_superseded(&conn);
+                superseded = superseded.saturating_add_signed(delta);
                 // Under a steady stream of updates the writer is never idle: past the limit,
                 // each commit is followed by one chunk of compaction, so the space taken by
                 // old rows stays bounded.
@@ -352,8 +353,10 @@ fn run_group(
     node: NodeId,
     clock: &HlcClock,
     answers: &mut Vec<WriteAnswer>,
-) -> Result<()> {
+) -> Result<i64> {
     let ctx = Ctx { node, clock };
+    // Superseded rows added (or, by compaction, removed) by the writes that are kept.
+    let mut delta = 0i64;
     let run_caught = |run: WriteRun, t: &mut SqlTxn| -> bool {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(t, &ctx))).unwrap_or_else(
             |_| {
@@ -375,10 +378,12 @@ fn run_group(
         // A transaction of its own: no savepoint; a failed write rolls it back.
         if let Some(job) = pending.next() {
             answers.push(job.answer);
-            if !run_caught(job.run, &mut SqlTxn::new(&tx)) {
+            let mut t = SqlTxn::new(&tx);
+            if !run_caught(job.run, &mut t) {
                 drop(tx); // rolls back; the answer carries the write's own error
-                return Ok(());
+                return Ok(0);
             }
+            delta += t.superseded_delta;
         }
     }
     while let Some(job) = pending.next() {
@@ -390,7 +395,9 @@ fn run_group(
                 return Err(e.into());
             }
         };
-        if run_caught(job.run, &mut SqlTxn::new(&sp)) {
+        let mut t = SqlTxn::new(&sp);
+        if run_caught(job.run, &mut t) {
+            delta += t.superseded_delta;
             if let Err(e) = sp.commit() {
                 answers.extend(pending.map(|j| j.answer));
                 return Err(e.into());
@@ -400,7 +407,7 @@ fn run_group(
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(delta)
 }
 
 /// WAL frames (about 64 MiB of 4 KiB pages) after which the writer completes a checkpoint
@@ -755,6 +762,8 @@ struct SqlTxn<'c> {
     /// Stored JSON of the values of the batch being applied, by change index, encoded
     /// before the batch reached the writer thread (documents only).
     encoded_values: Vec<Option<String>>,
+    /// Rows this write added to `superseded` (less those it deleted).
+    superseded_delta: i64,
 }
 
 impl<'c> SqlTxn<'c> {
@@ -762,6 +771,7 @@ impl<'c> SqlTxn<'c> {
         SqlTxn {
             tx,
             encoded_values: Vec::new(),
+            superseded_delta: 0,
         }
     }
 
@@ -789,6 +799,18 @@ impl<'c> SqlTxn<'c> {
             r.cursor.as_i64(),
             r.existed,
         ])?;
+        // The head's columns, bound by number in both statements below.
+        let head = params![
+            r.key.collection,
+            r.key.kind.as_str(),
+            r.key.id,
+            r.cursor.as_i64(),
+            r.version.hlc.as_i64(),
+            i64::from(r.version.node.0),
+            vv,
+            live,
+            conflicted,
+        ];
         let Some(previous) = previous else {
             // Known to be absent: a plain insert (a duplicate key fails, never overwrites).
             self.tx
@@ -796,40 +818,22 @@ impl<'c> SqlTxn<'c> {
                     "INSERT INTO heads (collection, kind, id, cursor, hlc, node, vv, live, conflicted)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
-                .execute(params![
-                    r.key.collection,
-                    r.key.kind.as_str(),
-                    r.key.id,
-                    r.cursor.as_i64(),
-                    r.version.hlc.as_i64(),
-                    i64::from(r.version.node.0),
-                    vv,
-                    live,
-                    conflicted,
-                ])?;
+                .execute(head)?;
             return Ok(());
         };
         // Known to be current at `previous`: the head moves to the new row, and the old row
         // is superseded (skipped by readers from now on, deleted later).
+        let mut update = head.to_vec();
+        let previous_cursor = previous.as_i64();
+        update.push(&previous_cursor);
         let n = self
             .tx
             .prepare_cached(
-                "UPDATE heads SET cursor = ?1, hlc = ?2, node = ?3, vv = ?4, live = ?5,
-                   conflicted = ?6
-                 WHERE collection = ?7 AND kind = ?8 AND id = ?9 AND cursor = ?10",
+                "UPDATE heads SET cursor = ?4, hlc = ?5, node = ?6, vv = ?7, live = ?8,
+                   conflicted = ?9
+                 WHERE collection = ?1 AND kind = ?2 AND id = ?3 AND cursor = ?10",
             )?
-            .execute(params![
-                r.cursor.as_i64(),
-                r.version.hlc.as_i64(),
-                i64::from(r.version.node.0),
-                vv,
-                live,
-                conflicted,
-                r.key.collection,
-                r.key.kind.as_str(),
-                r.key.id,
-                previous.as_i64(),
-            ])?;
+            .execute(update.as_slice())?;
         if n != 1 {
             return Err(Error::Storage(format!(
                 "record {:?} is no longer at cursor {previous}",
@@ -839,6 +843,7 @@ impl<'c> SqlTxn<'c> {
         self.tx
             .prepare_cached("INSERT INTO superseded (cursor) VALUES (?1)")?
             .execute([previous.as_i64()])?;
+        self.superseded_delta += 1;
         Ok(())
     }
 }
@@ -903,20 +908,6 @@ impl Txn for SqlTxn<'_> {
             Some(value) => self.put_row(r, Some(value), previous),
             None => self.put_after(r, previous),
         }
-    }
-
-    fn put(&mut self, r: &Record) -> Result<()> {
-        let previous = self
-            .tx
-            .prepare_cached(
-                "SELECT cursor FROM heads WHERE collection = ?1 AND kind = ?2 AND id = ?3",
-            )?
-            .query_row(
-                params![r.key.collection, r.key.kind.as_str(), r.key.id],
-                |row| row.get::<_, i64>(0),
-            )
-            .optional()?;
-        self.put_after(r, previous.map(Hlc::from_i64))
     }
 
     fn bump_origins(&mut self, vv: &VersionVector) -> Result<()> {
@@ -1077,8 +1068,12 @@ impl SqliteStore {
     /// Deletes every superseded row now, in one transaction (the writer otherwise does it
     /// in chunks when idle); the number deleted.
     pub async fn compact(&self) -> Result<usize> {
-        self.write_job(true, |t, _| compact_superseded(t.tx, i64::MAX))
-            .await
+        self.write_job(true, |t, _| {
+            let n = compact_superseded(t.tx, i64::MAX)?;
+            t.superseded_delta -= n as i64;
+            Ok(n)
+        })
+        .await
     }
 
     /// Runs `f` in a write transaction on the writer thread; its changes are kept only if it
