@@ -751,14 +751,44 @@ fn write_change_json(row: &Row, filter: &ChangeFilter, out: &mut Vec<u8>) -> Res
 }
 
 /// A record kind as an SQL literal. Lookups by key name the kind in their text rather than
-/// binding it: `heads` has a partial index on `kind = 'c'`, and SQLite prepares a statement
-/// again on every execution when a bound value could decide whether such an index applies
-/// (each lookup was planned anew: about half the writer's time in the 5-node mesh).
+/// binding it: `heads` has a partial index on `kind = 'c'`, and when the planner weighs it
+/// for a join on a bound kind, SQLite prepares the statement again on every execution (each
+/// local write and conflict planned its lookup anew: about half the writer's time in the
+/// 5-node mesh). Single-table lookups by the whole key skip that planning, but are written
+/// the same way.
 fn kind_literal(kind: Kind) -> &'static str {
     match kind {
         Kind::Collection => "'c'",
         Kind::Document => "'d'",
     }
+}
+
+/// A record's current row by key (?1 collection, ?2 id).
+fn current_by_key_sql(kind: Kind) -> String {
+    format!(
+        "SELECT {R_COLUMNS} FROM {CURRENT}
+         WHERE h.collection = ?1 AND h.kind = {} AND h.id = ?2",
+        kind_literal(kind)
+    )
+}
+
+/// A record's head by key (?1 collection, ?2 id).
+fn head_by_key_sql(kind: Kind) -> String {
+    format!(
+        "SELECT hlc, node, vv, live, conflicted, cursor
+         FROM heads WHERE collection = ?1 AND kind = {} AND id = ?2",
+        kind_literal(kind)
+    )
+}
+
+/// Moves a head to its record's new row: ?1..?9 are the head's columns in `heads` order
+/// (?2, the kind, is in the text instead), ?10 the cursor it must be at now.
+fn head_update_sql(kind: Kind) -> String {
+    format!(
+        "UPDATE heads SET cursor = ?4, hlc = ?5, node = ?6, vv = ?7, live = ?8, conflicted = ?9
+         WHERE collection = ?1 AND kind = {} AND id = ?3 AND cursor = ?10",
+        kind_literal(kind)
+    )
 }
 
 /// Appends a record's row to the log (its cursor is new, so it never replaces a row).
@@ -840,12 +870,7 @@ impl<'c> SqlTxn<'c> {
         update.push(&previous_cursor);
         let n = self
             .tx
-            .prepare_cached(&format!(
-                "UPDATE heads SET cursor = ?4, hlc = ?5, node = ?6, vv = ?7, live = ?8,
-                   conflicted = ?9
-                 WHERE collection = ?1 AND kind = {} AND id = ?3 AND cursor = ?10",
-                kind_literal(r.key.kind)
-            ))?
+            .prepare_cached(&head_update_sql(r.key.kind))?
             .execute(update.as_slice())?;
         if n != 1 {
             return Err(Error::Storage(format!(
@@ -863,11 +888,7 @@ impl<'c> SqlTxn<'c> {
 
 impl Txn for SqlTxn<'_> {
     fn get(&mut self, key: &RecordKey) -> Result<Option<Record>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT {R_COLUMNS} FROM {CURRENT}
-             WHERE h.collection = ?1 AND h.kind = {} AND h.id = ?2",
-            kind_literal(key.kind)
-        ))?;
+        let mut stmt = self.tx.prepare_cached(&current_by_key_sql(key.kind))?;
         let r = stmt
             .query_row(params![key.collection, key.id], row_to_record)
             .optional()?;
@@ -875,11 +896,7 @@ impl Txn for SqlTxn<'_> {
     }
 
     fn get_head(&mut self, key: &RecordKey) -> Result<Option<RecordHead>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
-            "SELECT hlc, node, vv, live, conflicted, cursor
-             FROM heads WHERE collection = ?1 AND kind = {} AND id = ?2",
-            kind_literal(key.kind)
-        ))?;
+        let mut stmt = self.tx.prepare_cached(&head_by_key_sql(key.kind))?;
         let row = stmt
             .query_row(params![key.collection, key.id], |r| {
                 Ok((
@@ -1246,10 +1263,7 @@ impl Store for SqliteStore {
         self.read(move |tx| {
             let mut r = query_records(
                 tx,
-                &format!(
-                    "SELECT {R_COLUMNS} FROM {CURRENT} WHERE h.collection = ?1 AND h.kind = {} AND h.id = ?2",
-                    kind_literal(key.kind)
-                ),
+                &current_by_key_sql(key.kind),
                 params![key.collection, key.id],
             )?;
             Ok(r.pop())
@@ -1795,6 +1809,60 @@ mod tests {
             assert!(cursors.windows(2).all(|w| w[0] < w[1]));
             assert_eq!(page.changes.len(), ok + 1);
         });
+    }
+
+    /// The writer's key lookups and head updates are planned once: a bound value that can
+    /// decide whether a partial index applies makes SQLite prepare a join again on every
+    /// execution (as the bound kind did in `current_by_key_sql`: 5 lookups, 5 re-prepares).
+    #[test]
+    fn key_statements_are_not_prepared_again() {
+        use rusqlite::StatementStatus::RePrepare;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        rt().block_on(async {
+            let store = SqliteStore::open(&path, Some(1), clock(2_000_000)).unwrap();
+            store
+                .put_collection("c", CollectionSettings::default())
+                .await
+                .unwrap();
+        });
+        let conn = open_connection(&path, false).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        let ctx_clock = clock(3_000_000);
+        let ctx = Ctx {
+            node: NodeId(1),
+            clock: &ctx_clock,
+        };
+        let mut t = SqlTxn::new(&tx);
+        for round in 0..3 {
+            for i in 0..5 {
+                engine::put_document(
+                    &mut t,
+                    &ctx,
+                    "c",
+                    doc(&format!("d{i}"), &format!("v{round}")),
+                )
+                .unwrap();
+                t.get_head(&RecordKey::collection("c")).unwrap();
+            }
+        }
+        for kind in [Kind::Document, Kind::Collection] {
+            for sql in [
+                current_by_key_sql(kind),
+                head_by_key_sql(kind),
+                head_update_sql(kind),
+            ] {
+                let stmt = tx.prepare_cached(&sql).unwrap();
+                assert_eq!(stmt.get_status(RePrepare), 0, "prepared again: {sql}");
+            }
+        }
+        // The statements were used (and so would have been prepared again, if at all).
+        assert_eq!(
+            tx.prepare_cached(&head_update_sql(Kind::Document))
+                .unwrap()
+                .get_status(rusqlite::StatementStatus::Run),
+            10
+        );
     }
 
     /// A store written before `heads` existed (one row per record in `records`, with a
