@@ -26,13 +26,15 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use rag_sync::hlc::{Hlc, HlcClock};
+use rag_sync::hlc::HlcClock;
 use rag_sync::model::{Change, ChangeBody, Document, NodeId, Version, VersionVector};
 use rag_sync::sync::PushRequest;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod store;
 
 /// Benchmark of rag-sync replication between real rag-node processes.
 #[derive(Parser, Debug, Clone)]
@@ -69,6 +71,10 @@ struct Args {
     /// into this directory (profiling aid).
     #[arg(long)]
     perf_dir: Option<PathBuf>,
+    /// Only the puller's store, in this process: pages applied straight to a SQLite store
+    /// (no HTTP, no second node); prints the writer's µs per change.
+    #[arg(long)]
+    store: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -212,37 +218,41 @@ impl Loader {
 
     /// A `POST /sync/changes` body writing documents `ids` at `revision`.
     fn push_body(&self, ids: impl Iterator<Item = usize>, revision: u64) -> Result<Vec<u8>> {
-        let changes: Vec<Change> = ids
-            .map(|i| {
-                let hlc = self.clock.now();
-                let document = self.document(i, revision);
-                let body = if revision == 0 {
-                    ChangeBody::DocumentInsert {
-                        collection: COLLECTION.into(),
-                        document,
-                    }
-                } else {
-                    ChangeBody::DocumentUpdate {
-                        collection: COLLECTION.into(),
-                        document,
-                    }
-                };
-                Change {
-                    cursor: Hlc::ZERO,
-                    version: Version {
-                        hlc,
-                        node: self.origin,
-                        vv: VersionVector([(self.origin, hlc)].into_iter().collect()),
-                    },
-                    body,
-                    conflicts: Vec::new(),
-                }
-            })
-            .collect();
         Ok(serde_json::to_vec(&PushRequest {
-            changes,
+            changes: self.changes(ids, revision),
             source_watermark: self.clock.peek(),
         })?)
+    }
+
+    /// Changes writing documents `ids` at `revision`, as the loader's origin node made them
+    /// (each one's cursor is its HLC, as in that node's log).
+    fn changes(&self, ids: impl Iterator<Item = usize>, revision: u64) -> Vec<Change> {
+        ids.map(|i| {
+            let hlc = self.clock.now();
+            let document = self.document(i, revision);
+            let body = if revision == 0 {
+                ChangeBody::DocumentInsert {
+                    collection: COLLECTION.into(),
+                    document,
+                }
+            } else {
+                ChangeBody::DocumentUpdate {
+                    collection: COLLECTION.into(),
+                    document,
+                }
+            };
+            Change {
+                cursor: hlc,
+                version: Version {
+                    hlc,
+                    node: self.origin,
+                    vv: VersionVector([(self.origin, hlc)].into_iter().collect()),
+                },
+                body,
+                conflicts: Vec::new(),
+            }
+        })
+        .collect()
     }
 }
 
@@ -360,18 +370,8 @@ impl Node {
     /// CPU time of the store's own threads (writer and checkpointer), in seconds: what
     /// compaction costs, without the status requests the bench makes meanwhile.
     fn store_threads_cpu_seconds(&self) -> f64 {
-        let Some(pid) = self.pid() else { return 0.0 };
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return 0.0;
-        };
-        tasks
-            .flatten()
-            .filter(|t| {
-                std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|c| c.starts_with("sqlite-"))
-            })
-            .map(|t| stat_cpu_seconds(&t.path().join("stat").to_string_lossy()))
-            .sum()
+        self.pid()
+            .map_or(0.0, |pid| threads_cpu_seconds(pid, "sqlite-"))
     }
 
     /// Bytes of the node's database file and of its write-ahead log.
@@ -625,16 +625,21 @@ struct RunFigures {
     incr_with_compaction_dps: f64,
 }
 
-/// `perf record` attached to a node while it lives.
+/// `perf record` attached to a process until stopped.
 struct Perf(Option<Child>);
 
 impl Perf {
     fn start(dir: Option<&Path>, node: &Node, phase: &str) -> Result<Perf> {
-        let (Some(dir), Some(pid)) = (dir, node.pid()) else {
+        Perf::attach(dir, node.pid(), &format!("{}-{phase}", node.name))
+    }
+
+    /// Records process `pid` into `dir/{label}.data`; nothing without a directory.
+    fn attach(dir: Option<&Path>, pid: Option<u32>, label: &str) -> Result<Perf> {
+        let (Some(dir), Some(pid)) = (dir, pid) else {
             return Ok(Perf(None));
         };
         std::fs::create_dir_all(dir)?;
-        let out = dir.join(format!("{}-{phase}.data", node.name));
+        let out = dir.join(format!("{label}.data"));
         let child = Command::new("perf")
             .args(["record", "-F", "1999", "--call-graph", "dwarf,32768", "-o"])
             .arg(&out)
@@ -686,6 +691,23 @@ fn pulled(v: &Value) -> u64 {
 }
 
 /// User + system CPU seconds in a `/proc/.../stat` file (0 if it is gone).
+/// CPU time of process `pid`'s threads whose name starts with `prefix`, in seconds (from
+/// each thread's `schedstat`, in nanoseconds, where `stat` counts 10 ms ticks).
+fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
 fn stat_cpu_seconds(path: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
@@ -1149,9 +1171,23 @@ async fn main() -> Result<()> {
     if args.batch_size > rag_sync::sync::MAX_PAGE {
         bail!("--batch-size is at most {}", rag_sync::sync::MAX_PAGE);
     }
-    let bin = node_binary(&args)?;
     let root = std::env::temp_dir().join(format!("rag-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
+    if args.store {
+        let loader = Loader::new(args.doc_size);
+        println!(
+            "rag-bench --store: {} docs of ~{} B, batch {}, {} run(s), store under {}",
+            args.docs,
+            args.doc_size,
+            args.batch_size,
+            args.runs,
+            root.display()
+        );
+        let result = store::store_bench(&root, &loader, &args).await;
+        std::fs::remove_dir_all(&root).ok();
+        return result;
+    }
+    let bin = node_binary(&args)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3600))
         .build()?;
