@@ -42,10 +42,10 @@ pub trait Txn {
     fn put_after(&mut self, record: &Record, previous: Option<Hlc>) -> Result<()>;
     /// [`Txn::put_after`] for a record whose value is that of change number `index` of the
     /// batch being applied, unchanged: a store that encoded those values beforehand (off its
-    /// writer) uses the encoding.
-    fn put_incoming(&mut self, record: &Record, previous: Option<Hlc>, index: usize) -> Result<()> {
+    /// writer) uses the encoding. The record is the store's to keep or drop.
+    fn put_incoming(&mut self, record: Record, previous: Option<Hlc>, index: usize) -> Result<()> {
         let _ = index;
-        self.put_after(record, previous)
+        self.put_after(&record, previous)
     }
     /// Raises the per-origin applied HLCs to those of `vv`.
     fn bump_origins(&mut self, vv: &VersionVector) -> Result<()>;
@@ -403,7 +403,7 @@ pub fn apply(
                     key,
                 };
                 if unchanged {
-                    txn.put_incoming(&record, previous, index)?;
+                    txn.put_incoming(record, previous, index)?;
                 } else {
                     txn.put_after(&record, previous)?;
                 }
