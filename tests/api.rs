@@ -561,3 +561,65 @@ async fn status_backlog_and_metrics_report_lag_inputs() {
     );
     assert!(text.contains("ragsync_documents 5"), "{text}");
 }
+
+/// Every `GET /sync/changes` page says in headers where the next one starts (what a puller
+/// uses to request it before decoding this one), compressed or not, and the headers agree
+/// with the body page after page.
+#[tokio::test]
+async fn change_pages_carry_their_watermark_in_headers() {
+    use rag_sync::hlc::Hlc;
+    use rag_sync::store::ChangeFilter;
+    use rag_sync::sync::client::{build_client, ClientOptions, HttpSyncPeer};
+    use rag_sync::sync::{HAS_MORE_HEADER, WATERMARK_HEADER};
+
+    let n = TestNode::start("headers", 111, NodeOptions::default()).await;
+    n.create_collection("docs", json!({})).await;
+    for i in 0..5 {
+        n.put_doc("docs", &format!("d{i}"), "text").await;
+    }
+    // The sync client (asks for zstd): the pages it decodes match their headers.
+    let opts = ClientOptions::default();
+    let peer = HttpSyncPeer::new("headers", &n.url(), build_client(&opts).unwrap(), opts);
+    let (mut since, mut pages, mut changes) = (Hlc::ZERO, 0, 0);
+    loop {
+        let raw = peer
+            .changes_raw(since, 2, &ChangeFilter::default())
+            .await
+            .unwrap();
+        let (watermark, has_more) = raw.next.expect("headers on a page");
+        let page = raw.decode().unwrap();
+        assert_eq!((watermark, has_more), (page.watermark, page.has_more));
+        assert!(watermark > since, "the next page starts further on");
+        pages += 1;
+        changes += page.changes.len();
+        since = watermark;
+        if !has_more {
+            break;
+        }
+    }
+    assert_eq!(
+        (pages, changes),
+        (3, 6),
+        "the collection and 5 documents, 2 a page"
+    );
+    // A plain client gets the same headers on an uncompressed body.
+    let resp = reqwest::Client::builder()
+        .no_zstd()
+        .no_gzip()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/sync/changes?since=0000000000000000&limit=4",
+            n.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("content-encoding").is_none());
+    let header = |name: &str| resp.headers()[name].to_str().unwrap().to_string();
+    let (watermark, has_more) = (header(WATERMARK_HEADER), header(HAS_MORE_HEADER));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["watermark"], watermark.as_str());
+    assert_eq!(has_more, "true");
+    assert_eq!(body["has_more"], true);
+}

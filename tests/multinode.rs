@@ -167,16 +167,23 @@ async fn skewed_clock_is_refused_without_stalling_others() {
     )
     .await;
     a.create_collection("docs", json!({})).await;
-    a.set_peers(&[(&b, "pull"), (&s, "pull")], 50).await;
+    // Pages of one change: the refused one is followed by more pages than a puller queues.
+    a.set_peers(&[(&b, "pull"), (&s, "pull")], 1).await;
     b.set_peers(&[(&a, "pull"), (&s, "pull")], 50).await;
     s.set_peers(&[(&a, "pull")], 50).await;
     let mut acks = vec![a.put_doc("docs", "a1", "from a").await];
     // The skewed node gets the collection from a (its own clock jumps, which is its affair).
     assert!(errors(&s.sync().await).is_empty());
-    s.put_doc("docs", "s1", "from the future").await;
+    for i in 1..=6 {
+        s.put_doc("docs", &format!("s{i}"), "from the future").await;
+    }
     let a_clock_before = a.status().await["watermark"].as_str().unwrap().to_string();
 
-    let stats = a.sync().await;
+    // The pull stops at the first refused page, and the round ends (the pages fetched
+    // behind it are dropped).
+    let stats = tokio::time::timeout(std::time::Duration::from_secs(60), a.sync())
+        .await
+        .expect("the round ends when a pull stops at a refused change");
     let errs = errors(&stats);
     assert_eq!(errs.len(), 1, "{stats:?}");
     assert!(

@@ -11,12 +11,12 @@ use crate::config::{ConflictStrategy, SyncConfig};
 use crate::error::Result;
 use crate::hlc::{Hlc, HlcClock};
 use crate::model::{
-    Change, CollectionSettings, Document, Kind, NodeId, Record, RecordKey, Value, VersionVector,
+    CollectionSettings, Document, Kind, NodeId, Record, RecordKey, Value, VersionVector,
 };
 use crate::store::engine::{self, Ctx, Txn};
 use crate::store::{
     ApplyMode, ApplyReport, Backlog, ChangeFilter, ChangesPage, Checkpoint, CheckpointKey,
-    ConflictEntry, DocumentPage, Store, StoreStats,
+    ConflictEntry, DocumentPage, PreparedChanges, Store, StoreStats,
 };
 
 #[derive(Clone, Default)]
@@ -262,14 +262,14 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn apply_changes(
+    async fn apply_prepared(
         &self,
-        changes: Vec<Change>,
+        batch: PreparedChanges,
         strategy: ConflictStrategy,
         mode: ApplyMode,
         checkpoint: Option<Checkpoint>,
     ) -> Result<ApplyReport> {
-        self.write(|t, c| engine::apply(t, c, changes, strategy, mode, checkpoint))
+        self.write(|t, c| engine::apply(t, c, batch.changes, strategy, mode, checkpoint))
     }
 
     async fn checkpoint(&self, key: &CheckpointKey) -> Result<Option<Checkpoint>> {

@@ -224,6 +224,37 @@ pub struct ConflictReport {
     pub loser_node: NodeId,
 }
 
+/// Incoming changes with the work [`Store::prepare_changes`] did on them.
+#[derive(Debug, Default)]
+pub struct PreparedChanges {
+    pub(crate) changes: Vec<Change>,
+    /// Per change (same length as `changes`): its value as the store will keep it, if
+    /// prepared.
+    pub(crate) encoded: Vec<Option<String>>,
+}
+
+impl PreparedChanges {
+    /// Changes with nothing prepared.
+    pub fn plain(changes: Vec<Change>) -> Self {
+        let encoded = vec![None; changes.len()];
+        PreparedChanges { changes, encoded }
+    }
+
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// `other`'s changes after these, as one batch.
+    pub fn append(&mut self, other: PreparedChanges) {
+        self.changes.extend(other.changes);
+        self.encoded.extend(other.encoded);
+    }
+}
+
 /// What applying a batch did.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
@@ -340,6 +371,23 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_changes(
         &self,
         changes: Vec<Change>,
+        strategy: ConflictStrategy,
+        mode: ApplyMode,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<ApplyReport> {
+        self.apply_prepared(self.prepare_changes(changes), strategy, mode, checkpoint)
+            .await
+    }
+    /// The part of applying `changes` that needs no transaction (the SQLite store encodes
+    /// the documents as it will store them), so that a puller can do it while the previous
+    /// batch is being written. The default does nothing.
+    fn prepare_changes(&self, changes: Vec<Change>) -> PreparedChanges {
+        PreparedChanges::plain(changes)
+    }
+    /// [`Store::apply_changes`] for a batch prepared by this store's `prepare_changes`.
+    async fn apply_prepared(
+        &self,
+        batch: PreparedChanges,
         strategy: ConflictStrategy,
         mode: ApplyMode,
         checkpoint: Option<Checkpoint>,

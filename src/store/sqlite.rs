@@ -35,7 +35,8 @@ use crate::model::{
 use crate::store::engine::{self, Ctx, RecordHead, Txn};
 use crate::store::{
     ApplyMode, ApplyReport, Backlog, ChangeFilter, ChangesPage, Checkpoint, CheckpointDirection,
-    CheckpointKey, ConflictEntry, DocumentPage, PageInfo, PageWriter, Store, StoreStats,
+    CheckpointKey, ConflictEntry, DocumentPage, PageInfo, PageWriter, PreparedChanges, Store,
+    StoreStats,
 };
 
 const SCHEMA: &str = "
@@ -1529,17 +1530,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn apply_changes(
-        &self,
-        changes: Vec<Change>,
-        strategy: ConflictStrategy,
-        mode: ApplyMode,
-        checkpoint: Option<Checkpoint>,
-    ) -> Result<ApplyReport> {
-        let alone = changes.len() > APPLY_ALONE;
-        // Documents are encoded here, beside the writer thread rather than on it: most of
-        // them are stored as they came.
-        let encoded_values = changes
+    /// Encodes the documents as they will be stored, off the writer thread: most of them
+    /// are stored as they came.
+    fn prepare_changes(&self, changes: Vec<Change>) -> PreparedChanges {
+        let encoded = changes
             .iter()
             .map(|c| match &c.body {
                 ChangeBody::DocumentInsert { document, .. }
@@ -1549,9 +1543,21 @@ impl Store for SqliteStore {
                 _ => None,
             })
             .collect();
+        PreparedChanges { changes, encoded }
+    }
+
+    async fn apply_prepared(
+        &self,
+        batch: PreparedChanges,
+        strategy: ConflictStrategy,
+        mode: ApplyMode,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<ApplyReport> {
+        let alone = batch.len() > APPLY_ALONE;
+        let PreparedChanges { changes, encoded } = batch;
         let (report, retired) = self
             .write_job(alone, move |t, c| {
-                t.encoded_values = encoded_values;
+                t.encoded_values = encoded;
                 let report = engine::apply(t, c, changes, strategy, mode, checkpoint);
                 t.encoded_values = Vec::new();
                 Ok((report?, std::mem::take(&mut t.retired)))

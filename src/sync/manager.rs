@@ -14,9 +14,10 @@ use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::model::NodeId;
 use crate::store::{
-    ApplyMode, ChangeFilter, Checkpoint, CheckpointDirection, CheckpointKey, PageWriter, Store,
+    ApplyMode, ChangeFilter, Checkpoint, CheckpointDirection, CheckpointKey, PageWriter,
+    PreparedChanges, Store,
 };
-use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer};
+use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer, RawPage};
 use crate::sync::metrics::Metrics;
 use crate::sync::{embedding_mismatches, server::local_collections};
 
@@ -91,6 +92,32 @@ pub struct SyncManager {
 /// Most changes a pull applies in one transaction (several queued pages are applied
 /// together when the applier falls behind the fetcher).
 const GROUP_CHANGES: usize = 2048;
+
+/// A pulled page, decoded and prepared for the store.
+struct PulledPage {
+    changes: PreparedChanges,
+    watermark: Hlc,
+    has_more: bool,
+}
+
+/// A pulled page being decoded and prepared on a blocking thread.
+type DecodingPage = tokio::task::JoinHandle<Result<PulledPage>>;
+
+/// Decodes `raw` and prepares its changes for `store` (CPU work, for a blocking thread).
+fn decode_page(raw: RawPage, store: &dyn Store) -> Result<PulledPage> {
+    let page = raw.decode()?;
+    Ok(PulledPage {
+        changes: store.prepare_changes(page.changes),
+        watermark: page.watermark,
+        has_more: page.has_more,
+    })
+}
+
+/// The page a [`DecodingPage`] decodes to, once it has.
+async fn decoded(page: DecodingPage) -> Result<PulledPage> {
+    page.await
+        .map_err(|e| Error::Internal(format!("decoding a pulled page failed: {e}")))?
+}
 
 fn now_ms() -> u64 {
     crate::hlc::WallClock::now_ms(&crate::hlc::SystemClock)
@@ -395,29 +422,51 @@ impl SyncManager {
         if cursor > Hlc::ZERO {
             filter.exclude_origin = Some(self.store.node_id());
         }
-        // A pipeline: the fetcher requests each page as soon as the previous one has arrived
-        // and queues it decoded; the applier applies whatever is queued, up to
-        // `GROUP_CHANGES` changes, in one transaction with the checkpoint of the last page
-        // in it. Neither waits for the other except on a full or empty queue. A page is only
-        // requested once it has a place in the queue, so at most `depth` pages are fetched
-        // or queued while one group is applied: a few MiB at the default page size.
+        // A pipeline of three stages that run at once: the fetcher requests each page as
+        // soon as it knows where that page starts (from the previous page's headers, before
+        // decoding it), each page is decoded on a blocking thread, and the applier applies
+        // whatever is decoded, up to `GROUP_CHANGES` changes, in one transaction with the
+        // checkpoint of the last page in it. A page is only requested once it has a place in
+        // the queue, so at most `depth` pages are fetched, decoding or queued (and one more
+        // held by the applier) while one group is applied: a few MiB at the default page size.
         let depth = (2048 / batch.max(1)).clamp(1, 2);
-        let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<Result<crate::sync::ChangesResponse>>(depth);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<DecodingPage>(depth);
         let fetcher = {
             let filter = filter.clone();
+            let client = client.clone();
+            let store = self.store.clone();
             async move {
                 let mut since = cursor;
                 loop {
                     let Ok(slot) = tx.reserve().await else {
                         return;
                     };
-                    let page = client.changes(since, batch, &filter).await;
-                    let next = match &page {
-                        Ok(p) if p.has_more => Some(p.watermark),
-                        _ => None,
+                    let raw = match client.changes_raw(since, batch, &filter).await {
+                        Ok(raw) => raw,
+                        Err(e) => {
+                            slot.send(tokio::spawn(async move { Err(e) }));
+                            return;
+                        }
                     };
-                    slot.send(page);
+                    let known_next = raw.next;
+                    let store = store.clone();
+                    let decoding = tokio::task::spawn_blocking(move || decode_page(raw, &*store));
+                    let next = match known_next {
+                        Some((watermark, has_more)) => {
+                            slot.send(decoding);
+                            has_more.then_some(watermark)
+                        }
+                        // A peer that does not say in headers: wait for the decoded page.
+                        None => {
+                            let page = decoded(decoding).await;
+                            let next = match &page {
+                                Ok(p) if p.has_more => Some(p.watermark),
+                                _ => None,
+                            };
+                            slot.send(tokio::spawn(async move { page }));
+                            next
+                        }
+                    };
                     match next {
                         Some(n) => since = n,
                         None => return,
@@ -426,58 +475,93 @@ impl SyncManager {
             }
         };
         let applier = async {
-            while let Some(page) = rx.recv().await {
-                let page = page?;
-                // Pulls from several peers run at once but apply one at a time (the store
-                // has one writer); waiting here, they hold no more than their queues.
-                let _applying = self.apply_lock.lock().await;
-                let mut changes = page.changes;
-                let mut watermark = page.watermark;
-                while changes.len() < GROUP_CHANGES {
-                    match rx.try_recv() {
-                        Ok(next) => {
-                            let next = next?;
-                            changes.extend(next.changes);
-                            watermark = next.watermark;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let checkpoint = Checkpoint {
-                    key: key.clone(),
-                    incarnation: wm.incarnation.clone(),
-                    cursor: watermark,
-                    updated_ms: now_ms(),
-                };
-                let started = Instant::now();
-                let n = changes.len();
-                let report = self
-                    .store
-                    .apply_changes(changes, strategy, ApplyMode::Prefix, Some(checkpoint))
-                    .await?;
-                tracing::trace!(
-                    peer = %cfg.peer_id,
-                    changes = n,
-                    apply_us = started.elapsed().as_micros() as u64,
-                    "pulled batch applied"
-                );
-                stats.pulled += report.applied as u64;
-                stats.conflicts += report.conflicts.len() as u64;
-                if let Some(c) = report.checkpoint {
-                    cursor = c;
-                }
-                self.update_status(&cfg.peer_id, |s| s.checkpoint = Some(cursor));
-                if let Some(stop) = report.stopped {
-                    return Err(Error::Peer {
-                        peer: cfg.peer_id.clone(),
-                        message: format!("pull stopped at a refused change: {stop}"),
-                    });
-                }
-            }
-            Ok(())
+            let outcome = self
+                .apply_pulled(cfg, &key, wm, strategy, &mut rx, &mut cursor, stats)
+                .await;
+            // Stops the fetcher however the applier ended (it may be waiting for room).
+            rx.close();
+            outcome
         };
         let ((), result) = futures::future::join(fetcher, applier).await;
         result
+    }
+
+    /// The applying stage of [`SyncManager::pull`]: applies the decoded pages from `rx` in
+    /// groups, each with its checkpoint, and advances `cursor` with them.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_pulled(
+        &self,
+        cfg: &PeerConfig,
+        key: &CheckpointKey,
+        wm: &crate::sync::WatermarkResponse,
+        strategy: crate::config::ConflictStrategy,
+        rx: &mut tokio::sync::mpsc::Receiver<DecodingPage>,
+        cursor: &mut Hlc,
+        stats: &mut PeerRoundStats,
+    ) -> Result<()> {
+        // A page taken from the queue that was still decoding when a group was formed.
+        let mut held: Option<DecodingPage> = None;
+        loop {
+            let first = match held.take() {
+                Some(page) => page,
+                None => match rx.recv().await {
+                    Some(page) => page,
+                    None => break,
+                },
+            };
+            let page = decoded(first).await?;
+            // Pulls from several peers run at once but apply one at a time (the store
+            // has one writer); waiting here, they hold no more than their queues.
+            let _applying = self.apply_lock.lock().await;
+            let mut changes = page.changes;
+            let mut watermark = page.watermark;
+            while changes.len() < GROUP_CHANGES {
+                match rx.try_recv() {
+                    Ok(next) if next.is_finished() => {
+                        let next = decoded(next).await?;
+                        changes.append(next.changes);
+                        watermark = next.watermark;
+                    }
+                    Ok(next) => {
+                        held = Some(next);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let checkpoint = Checkpoint {
+                key: key.clone(),
+                incarnation: wm.incarnation.clone(),
+                cursor: watermark,
+                updated_ms: now_ms(),
+            };
+            let started = Instant::now();
+            let n = changes.len();
+            let report = self
+                .store
+                .apply_prepared(changes, strategy, ApplyMode::Prefix, Some(checkpoint))
+                .await?;
+            tracing::trace!(
+                peer = %cfg.peer_id,
+                changes = n,
+                apply_us = started.elapsed().as_micros() as u64,
+                "pulled batch applied"
+            );
+            stats.pulled += report.applied as u64;
+            stats.conflicts += report.conflicts.len() as u64;
+            if let Some(c) = report.checkpoint {
+                *cursor = c;
+            }
+            let at = *cursor;
+            self.update_status(&cfg.peer_id, |s| s.checkpoint = Some(at));
+            if let Some(stop) = report.stopped {
+                return Err(Error::Peer {
+                    peer: cfg.peer_id.clone(),
+                    message: format!("pull stopped at a refused change: {stop}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -28,6 +28,12 @@ pub struct WatermarkResponse {
     pub incarnation: String,
 }
 
+/// Response header of `GET /sync/changes` with the page's `watermark` (hex), so that a
+/// client can ask for the next page while it is still decoding this one.
+pub const WATERMARK_HEADER: &str = "rag-sync-watermark";
+/// Response header of `GET /sync/changes` with the page's `has_more` (`true` or `false`).
+pub const HAS_MORE_HEADER: &str = "rag-sync-has-more";
+
 /// `GET /sync/changes` response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangesResponse {

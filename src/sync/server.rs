@@ -17,7 +17,7 @@ use crate::model::{validate_name, NodeId, Value};
 use crate::store::{ApplyMode, ChangeFilter, ConflictEntry, PageWriter};
 use crate::sync::{
     CollectionSummary, CollectionsResponse, PushRequest, PushResponse, SyncManager,
-    WatermarkResponse, MAX_PAGE,
+    WatermarkResponse, HAS_MORE_HEADER, MAX_PAGE, WATERMARK_HEADER,
 };
 
 /// Largest `POST /sync/changes` body (after decompression).
@@ -160,6 +160,12 @@ async fn changes(
         .as_bytes(),
     )?;
     m.metrics().served_changes(page.count);
+    // Where the next page starts, also in headers: a client can request it before it has
+    // decoded this one.
+    let next = [
+        (WATERMARK_HEADER, page.watermark.to_hex()),
+        (HAS_MORE_HEADER, page.has_more.to_string()),
+    ];
     if out.is_compressed() {
         return Ok((
             [
@@ -167,11 +173,17 @@ async fn changes(
                 (header::CONTENT_ENCODING, "zstd"),
                 (header::VARY, "accept-encoding"),
             ],
+            next,
             out.finish()?,
         )
             .into_response());
     }
-    Ok(([(header::CONTENT_TYPE, "application/json")], out.finish()?).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        next,
+        out.finish()?,
+    )
+        .into_response())
 }
 
 async fn push(

@@ -691,21 +691,68 @@ fn pulled(v: &Value) -> u64 {
 }
 
 /// User + system CPU seconds in a `/proc/.../stat` file (0 if it is gone).
-/// CPU time of process `pid`'s threads whose name starts with `prefix`, in seconds (from
-/// each thread's `schedstat`, in nanoseconds, where `stat` counts 10 ms ticks).
+/// CPU time of process `pid`'s threads whose name starts with `prefix`, in seconds.
 fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
+    cpu_by_thread_name(pid)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, s)| s)
+        .sum()
+}
+
+/// CPU seconds of process `pid`'s threads, summed by thread name (from each thread's
+/// `schedstat`, in nanoseconds, where `stat` counts 10 ms ticks).
+fn cpu_by_thread_name(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
+        return out;
     };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
-        })
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        / 1e9
+    for t in tasks.flatten() {
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(t.path().join("comm")),
+            std::fs::read_to_string(t.path().join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ns = stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        *out.entry(name.trim().to_string()).or_default() += ns / 1e9;
+    }
+    out
+}
+
+/// With `RAG_BENCH_DEBUG` set, prints each node's CPU µs per document in a phase, by thread
+/// name, from snapshots taken before it.
+fn debug_thread_cpu(
+    phase: &str,
+    docs: usize,
+    before: &[std::collections::BTreeMap<String, f64>],
+    nodes: &[&Node],
+) {
+    if std::env::var_os("RAG_BENCH_DEBUG").is_none() {
+        return;
+    }
+    for (n, before) in nodes.iter().zip(before) {
+        let now = n.pid().map(cpu_by_thread_name).unwrap_or_default();
+        let parts: Vec<String> = now
+            .iter()
+            .map(|(name, s)| (name, s - before.get(name).copied().unwrap_or(0.0)))
+            .filter(|(_, d)| *d > 0.0)
+            .map(|(name, d)| format!("{name} {:.1}", d * 1e6 / docs as f64))
+            .collect();
+        eprintln!("  [{phase}] {} CPU µs/doc: {}", n.name, parts.join(", "));
+    }
+}
+
+/// Per-thread CPU snapshots of `nodes` for [`debug_thread_cpu`].
+fn thread_cpu_snapshot(nodes: &[&Node]) -> Vec<std::collections::BTreeMap<String, f64>> {
+    nodes
+        .iter()
+        .map(|n| n.pid().map(cpu_by_thread_name).unwrap_or_default())
+        .collect()
 }
 
 fn stat_cpu_seconds(path: &str) -> f64 {
@@ -844,8 +891,10 @@ async fn pair_run(
         Perf::start(perf_dir, &b, "full")?,
     ];
     let cpu = (a.cpu_seconds(), b.cpu_seconds());
+    let threads = thread_cpu_snapshot(&[&a, &b]);
     let before = counter.total();
     let (full, answer) = sync_now(http, &b).await?;
+    debug_thread_cpu("full sync", n, &threads, &[&a, &b]);
     let full_bytes = counter.total() - before;
     let full_cpu = (a.cpu_seconds() - cpu.0, b.cpu_seconds() - cpu.1);
     perfs.into_iter().for_each(Perf::stop);
@@ -868,8 +917,10 @@ async fn pair_run(
         Perf::start(perf_dir, &b, "incr")?,
     ];
     let cpu = (a.cpu_seconds(), b.cpu_seconds());
+    let threads = thread_cpu_snapshot(&[&a, &b]);
     let before = counter.total();
     let (incr, answer) = sync_now(http, &b).await?;
+    debug_thread_cpu("incremental sync", m, &threads, &[&a, &b]);
     let incr_bytes = counter.total() - before;
     let incr_cpu = (a.cpu_seconds() - cpu.0, b.cpu_seconds() - cpu.1);
     perfs.into_iter().for_each(Perf::stop);
