@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rag_sync::config::{Direction, PeerConfig};
-use rag_sync::hlc::{Hlc, HlcClock, ManualClock};
+use rag_sync::hlc::{Hlc, HlcClock, ManualClock, SystemClock, WallClock};
 use rag_sync::model::{CollectionSettings, Document, RecordKey, Value};
 use rag_sync::store::{ChangeFilter, CheckpointDirection, CheckpointKey, SqliteStore, Store};
 use rag_sync::sync::client::ClientOptions;
@@ -19,8 +19,12 @@ struct Node {
 }
 
 async fn node(id: u16) -> Node {
+    node_with_clock(id, HlcClock::system()).await
+}
+
+async fn node_with_clock(id: u16, clock: HlcClock) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("rag.db"), Some(id), HlcClock::system()).unwrap();
+    let store = SqliteStore::open(dir.path().join("rag.db"), Some(id), clock).unwrap();
     let manager = SyncManager::open(Arc::new(store), ClientOptions::default())
         .await
         .unwrap();
@@ -210,4 +214,64 @@ async fn tombstones_are_purged_only_below_the_horizon_and_after_the_minimum_age(
         1
     );
     assert!(store.head().await.unwrap() >= head);
+}
+
+/// Pulled pages give their share of the node's page budget back, whether a pull ends
+/// normally or stops at a refused change with pages fetched behind it (a leak would stall
+/// every later pull of the node).
+#[tokio::test]
+async fn pulled_pages_give_their_memory_budget_back() {
+    let a = node(5).await;
+    let hour_ahead = SystemClock.now_ms() + 3_600_000;
+    let skewed = node_with_clock(
+        6,
+        HlcClock::new(Arc::new(ManualClock::new(hour_ahead)), 500),
+    )
+    .await;
+    let b = node(7).await;
+    for (n, docs) in [(&a, 20), (&skewed, 6)] {
+        let s = n.manager.store();
+        s.put_collection("docs", CollectionSettings::default())
+            .await
+            .unwrap();
+        for i in 0..docs {
+            s.put_document("docs", doc(&format!("d{i}"))).await.unwrap();
+        }
+    }
+    // One change a page: many pages, queued ahead of the applier.
+    let mut config = b.manager.config();
+    config.batch_size = 1;
+    config.peers = vec![peer("a", &a.url), peer("skewed", &skewed.url)];
+    b.manager.set_config(config).await.unwrap();
+    let budget_returned = || async {
+        let started = std::time::Instant::now();
+        while b.manager.pulled_pages_in_memory() > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} changes' worth of pages still held",
+                b.manager.pulled_pages_in_memory()
+            );
+            tokio::task::yield_now().await;
+        }
+    };
+
+    let stats = b.manager.sync_with("a").await.unwrap();
+    assert_eq!((stats.pulled, stats.error.clone()), (21, None), "{stats:?}");
+    budget_returned().await;
+
+    let stats = b.manager.sync_with("skewed").await.unwrap();
+    let error = stats.error.clone().unwrap_or_default();
+    assert!(error.contains("clock drift"), "{stats:?}");
+    assert_eq!(stats.pulled, 0);
+    budget_returned().await;
+
+    // And the node pulls as before.
+    a.manager
+        .store()
+        .put_document("docs", doc("later"))
+        .await
+        .unwrap();
+    let stats = b.manager.sync_with("a").await.unwrap();
+    assert_eq!((stats.pulled, stats.error.clone()), (1, None), "{stats:?}");
+    budget_returned().await;
 }

@@ -87,10 +87,19 @@ pub struct SyncManager {
     tombstone_min_age_ms: std::sync::atomic::AtomicU64,
     /// Held while a pull applies a batch (see `pull`).
     apply_lock: tokio::sync::Mutex<()>,
+    decoder: Decoder,
+    /// Changes of pulled pages in memory (fetching, decoding, queued or being applied),
+    /// across all pulls: one permit per change (see [`PAGE_BUDGET`]).
+    page_budget: Arc<tokio::sync::Semaphore>,
 }
 
+/// Most changes of pulled pages a node holds at once, whatever the number of peers it pulls
+/// from concurrently (about 20 MiB of 1 KiB documents). A page takes a permit per change it
+/// may hold, but never more than half of this, so that two pages can always be in flight.
+pub const PAGE_BUDGET: usize = 8192;
+
 /// Most changes a pull applies in one transaction (several queued pages are applied
-/// together when the applier falls behind the fetcher).
+/// together when the applier falls behind the fetcher, as long as they fit).
 const GROUP_CHANGES: usize = 2048;
 
 /// A pulled page, decoded and prepared for the store.
@@ -98,25 +107,74 @@ struct PulledPage {
     changes: PreparedChanges,
     watermark: Hlc,
     has_more: bool,
+    /// Its share of [`PAGE_BUDGET`], given back once the page is applied (dropped).
+    budget: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// A pulled page being decoded and prepared on a blocking thread.
-type DecodingPage = tokio::task::JoinHandle<Result<PulledPage>>;
+/// A pulled page being decoded and prepared by the [`Decoder`].
+type DecodingPage = tokio::sync::oneshot::Receiver<Result<PulledPage>>;
+
+/// A page (or the error that stands for it) that is already there.
+fn ready(page: Result<PulledPage>) -> DecodingPage {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _ = tx.send(page);
+    rx
+}
+
+/// The node's page decoder: one thread for every pull, so that decoding, which allocates
+/// every document of every page, keeps to one malloc arena. On tokio's blocking pool pages
+/// were decoded on many threads, each with an arena of its own, and the peak RSS of a node
+/// of the 5-node mesh benchmark rose from about 90 MiB to 110-136 MiB.
+struct Decoder(std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>);
+
+impl Decoder {
+    fn start() -> Result<Decoder> {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("sync-decoder".into())
+            // Ends when the manager (the sender) is dropped.
+            .spawn(move || rx.into_iter().for_each(|job| job()))
+            .map_err(|e| Error::Internal(format!("cannot start the page decoder: {e}")))?;
+        Ok(Decoder(tx))
+    }
+
+    /// Decodes `raw` and prepares it for `store` on the decoder thread.
+    fn decode(
+        &self,
+        raw: RawPage,
+        store: Arc<dyn Store>,
+        budget: tokio::sync::OwnedSemaphorePermit,
+    ) -> DecodingPage {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Box::new(move || {
+            let _ = tx.send(decode_page(raw, &*store, budget));
+        });
+        if self.0.send(job).is_err() {
+            return ready(Err(Error::Internal("the page decoder has stopped".into())));
+        }
+        rx
+    }
+}
 
 /// Decodes `raw` and prepares its changes for `store` (CPU work, for a blocking thread).
-fn decode_page(raw: RawPage, store: &dyn Store) -> Result<PulledPage> {
+fn decode_page(
+    raw: RawPage,
+    store: &dyn Store,
+    budget: tokio::sync::OwnedSemaphorePermit,
+) -> Result<PulledPage> {
     let page = raw.decode()?;
     Ok(PulledPage {
         changes: store.prepare_changes(page.changes),
         watermark: page.watermark,
         has_more: page.has_more,
+        budget,
     })
 }
 
 /// The page a [`DecodingPage`] decodes to, once it has.
 async fn decoded(page: DecodingPage) -> Result<PulledPage> {
     page.await
-        .map_err(|e| Error::Internal(format!("decoding a pulled page failed: {e}")))?
+        .map_err(|_| Error::Internal("a pulled page was dropped while decoding".into()))?
 }
 
 fn now_ms() -> u64 {
@@ -137,6 +195,8 @@ impl SyncManager {
             scheduler: Mutex::new(None),
             tombstone_min_age_ms: std::sync::atomic::AtomicU64::new(3_600_000),
             apply_lock: tokio::sync::Mutex::new(()),
+            decoder: Decoder::start()?,
+            page_budget: Arc::new(tokio::sync::Semaphore::new(PAGE_BUDGET)),
         }))
     }
 
@@ -151,6 +211,12 @@ impl SyncManager {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Changes' worth of pulled pages held in memory right now (at most [`PAGE_BUDGET`]):
+    /// zero between rounds.
+    pub fn pulled_pages_in_memory(&self) -> usize {
+        PAGE_BUDGET - self.page_budget.available_permits()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -429,28 +495,35 @@ impl SyncManager {
         // checkpoint of the last page in it. A page is only requested once it has a place in
         // the queue, so at most `depth` pages are fetched, decoding or queued (and one more
         // held by the applier) while one group is applied: a few MiB at the default page size.
+        // And only with its share of the node's page budget, which bounds what pulls from
+        // many peers at once hold while they wait for the writer.
         let depth = (2048 / batch.max(1)).clamp(1, 2);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<DecodingPage>(depth);
         let fetcher = {
             let filter = filter.clone();
             let client = client.clone();
             let store = self.store.clone();
+            let decoder = &self.decoder;
+            let budget = self.page_budget.clone();
+            let permits = batch.clamp(1, PAGE_BUDGET / 2) as u32;
             async move {
                 let mut since = cursor;
                 loop {
                     let Ok(slot) = tx.reserve().await else {
                         return;
                     };
+                    let Ok(permit) = budget.clone().acquire_many_owned(permits).await else {
+                        return;
+                    };
                     let raw = match client.changes_raw(since, batch, &filter).await {
                         Ok(raw) => raw,
                         Err(e) => {
-                            slot.send(tokio::spawn(async move { Err(e) }));
+                            slot.send(ready(Err(e)));
                             return;
                         }
                     };
                     let known_next = raw.next;
-                    let store = store.clone();
-                    let decoding = tokio::task::spawn_blocking(move || decode_page(raw, &*store));
+                    let decoding = decoder.decode(raw, store.clone(), permit);
                     let next = match known_next {
                         Some((watermark, has_more)) => {
                             slot.send(decoding);
@@ -463,7 +536,7 @@ impl SyncManager {
                                 Ok(p) if p.has_more => Some(p.watermark),
                                 _ => None,
                             };
-                            slot.send(tokio::spawn(async move { page }));
+                            slot.send(ready(page));
                             next
                         }
                     };
@@ -476,7 +549,7 @@ impl SyncManager {
         };
         let applier = async {
             let outcome = self
-                .apply_pulled(cfg, &key, wm, strategy, &mut rx, &mut cursor, stats)
+                .apply_pulled(cfg, &key, wm, strategy, &mut rx, batch, &mut cursor, stats)
                 .await;
             // Stops the fetcher however the applier ended (it may be waiting for room).
             rx.close();
@@ -496,6 +569,7 @@ impl SyncManager {
         wm: &crate::sync::WatermarkResponse,
         strategy: crate::config::ConflictStrategy,
         rx: &mut tokio::sync::mpsc::Receiver<DecodingPage>,
+        batch: usize,
         cursor: &mut Hlc,
         stats: &mut PeerRoundStats,
     ) -> Result<()> {
@@ -515,18 +589,26 @@ impl SyncManager {
             let _applying = self.apply_lock.lock().await;
             let mut changes = page.changes;
             let mut watermark = page.watermark;
-            while changes.len() < GROUP_CHANGES {
-                match rx.try_recv() {
-                    Ok(next) if next.is_finished() => {
-                        let next = decoded(next).await?;
+            // Given back to the page budget once the group is applied.
+            let mut budget = vec![page.budget];
+            while changes.len() + batch <= GROUP_CHANGES {
+                let Ok(mut next) = rx.try_recv() else { break };
+                match next.try_recv() {
+                    Ok(next) => {
+                        let next = next?;
                         changes.append(next.changes);
                         watermark = next.watermark;
+                        budget.push(next.budget);
                     }
-                    Ok(next) => {
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
                         held = Some(next);
                         break;
                     }
-                    Err(_) => break,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        return Err(Error::Internal(
+                            "a pulled page was dropped while decoding".into(),
+                        ));
+                    }
                 }
             }
             let checkpoint = Checkpoint {
@@ -541,6 +623,7 @@ impl SyncManager {
                 .store
                 .apply_prepared(changes, strategy, ApplyMode::Prefix, Some(checkpoint))
                 .await?;
+            drop(budget);
             tracing::trace!(
                 peer = %cfg.peer_id,
                 changes = n,
