@@ -156,7 +156,7 @@ impl Decoder {
     }
 }
 
-/// Decodes `raw` and prepares its changes for `store` (CPU work, for a blocking thread).
+/// Decodes `raw` and prepares its changes for `store` (CPU work, for the decoder thread).
 fn decode_page(
     raw: RawPage,
     store: &dyn Store,
@@ -490,7 +490,7 @@ impl SyncManager {
         }
         // A pipeline of three stages that run at once: the fetcher requests each page as
         // soon as it knows where that page starts (from the previous page's headers, before
-        // decoding it), each page is decoded on a blocking thread, and the applier applies
+        // decoding it), each page is decoded on the node's decoder thread, and the applier applies
         // whatever is decoded, up to `GROUP_CHANGES` changes, in one transaction with the
         // checkpoint of the last page in it. A page is only requested once it has a place in
         // the queue, so at most `depth` pages are fetched, decoding or queued (and one more
