@@ -844,6 +844,39 @@ fn debug_rss(phase: &str, nodes: &[&Node]) {
     }
 }
 
+/// One timed sync of B from A (`POST /admin/sync` on B), which must pull `expected`
+/// changes: its duration, the bytes the proxy counted both ways, and each node's CPU
+/// seconds. `phase` names the perf profiles and the debug output.
+async fn timed_sync(
+    http: &reqwest::Client,
+    a: &Node,
+    b: &Node,
+    counter: &Counter,
+    perf_dir: Option<&Path>,
+    phase: &str,
+    expected: usize,
+) -> Result<(Duration, u64, (f64, f64))> {
+    let perfs = [
+        Perf::start(perf_dir, a, phase)?,
+        Perf::start(perf_dir, b, phase)?,
+    ];
+    let cpu = (a.cpu_seconds(), b.cpu_seconds());
+    let threads = thread_cpu_snapshot(&[a, b]);
+    let before = counter.total();
+    let (elapsed, answer) = sync_now(http, b).await?;
+    debug_thread_cpu(phase, expected, &threads, &[a, b]);
+    let bytes = counter.total() - before;
+    let cpu = (a.cpu_seconds() - cpu.0, b.cpu_seconds() - cpu.1);
+    perfs.into_iter().for_each(Perf::stop);
+    if pulled(&answer) != expected as u64 {
+        bail!(
+            "{phase} sync pulled {} changes, expected {expected}",
+            pulled(&answer)
+        );
+    }
+    Ok((elapsed, bytes, cpu))
+}
+
 async fn pair_run(
     args: &Args,
     bin: &Path,
@@ -886,21 +919,8 @@ async fn pair_run(
     debug_rss("after load", &[&a, &b]);
     // Full sync.
     let perf_dir = args.perf_dir.as_deref().filter(|_| run == 0);
-    let perfs = [
-        Perf::start(perf_dir, &a, "full")?,
-        Perf::start(perf_dir, &b, "full")?,
-    ];
-    let cpu = (a.cpu_seconds(), b.cpu_seconds());
-    let threads = thread_cpu_snapshot(&[&a, &b]);
-    let before = counter.total();
-    let (full, answer) = sync_now(http, &b).await?;
-    debug_thread_cpu("full sync", n, &threads, &[&a, &b]);
-    let full_bytes = counter.total() - before;
-    let full_cpu = (a.cpu_seconds() - cpu.0, b.cpu_seconds() - cpu.1);
-    perfs.into_iter().for_each(Perf::stop);
-    if pulled(&answer) != n as u64 {
-        bail!("full sync pulled {} changes, expected {n}", pulled(&answer));
-    }
+    let (full, full_bytes, full_cpu) =
+        timed_sync(http, &a, &b, &counter, perf_dir, "full", n).await?;
     debug_rss("after full sync", &[&a, &b]);
     let records = same_records(http, &a, &b).await?;
     debug_rss("after verify", &[&a, &b]);
@@ -912,24 +932,8 @@ async fn pair_run(
     let changed: Vec<usize> = (0..n).step_by(10).collect();
     let m = changed.len();
     bulk_write(http, loader, &a.url(), changed, args.batch_size, 1).await?;
-    let perfs = [
-        Perf::start(perf_dir, &a, "incr")?,
-        Perf::start(perf_dir, &b, "incr")?,
-    ];
-    let cpu = (a.cpu_seconds(), b.cpu_seconds());
-    let threads = thread_cpu_snapshot(&[&a, &b]);
-    let before = counter.total();
-    let (incr, answer) = sync_now(http, &b).await?;
-    debug_thread_cpu("incremental sync", m, &threads, &[&a, &b]);
-    let incr_bytes = counter.total() - before;
-    let incr_cpu = (a.cpu_seconds() - cpu.0, b.cpu_seconds() - cpu.1);
-    perfs.into_iter().for_each(Perf::stop);
-    if pulled(&answer) != m as u64 {
-        bail!(
-            "incremental sync pulled {} changes, expected {m}",
-            pulled(&answer)
-        );
-    }
+    let (incr, incr_bytes, incr_cpu) =
+        timed_sync(http, &a, &b, &counter, perf_dir, "incr", m).await?;
     debug_rss("after incremental", &[&a, &b]);
     // The versions the updates replaced are deleted by B's writer once it is idle: the
     // deferred part of the incremental sync's cost, measured as the CPU time of B's store
