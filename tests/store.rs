@@ -428,3 +428,31 @@ fn the_idle_writer_compacts_on_its_own() {
         assert_eq!(state(&s).await, before);
     });
 }
+
+/// Once the store says no checkpoint is pending, the database file alone (without its
+/// write-ahead log) holds every commit.
+#[test]
+fn commits_reach_the_database_file_and_the_store_says_when() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let s = with_collection(sqlite(&dir, 1, 1_000_000)).await;
+        for i in 0..30 {
+            s.put_document("c", doc(&format!("d{i}"), "text"))
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while s.stats().await.unwrap().checkpoint_pending {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL was not checkpointed within 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("n1.db"), copy.path().join("n1.db")).unwrap();
+        let from_file = sqlite(&copy, 1, 1_000_000);
+        assert_eq!(from_file.stats().await.unwrap().documents, 30);
+        assert_eq!(state(&from_file).await, state(&s).await);
+    });
+}

@@ -73,6 +73,9 @@ pub struct NodeStatus {
     /// Old versions in the log waiting to be deleted (space the store will reclaim).
     #[serde(default)]
     pub superseded: u64,
+    /// Commits not yet copied from the write-ahead log into the database file.
+    #[serde(default)]
+    pub checkpoint_pending: bool,
     pub wall_ms: u64,
     pub max_clock_drift_ms: u64,
     pub peers: Vec<PeerStatus>,
@@ -91,6 +94,7 @@ async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
         tombstones: stats.tombstones,
         conflicts: stats.conflicts,
         superseded: stats.superseded,
+        checkpoint_pending: stats.checkpoint_pending,
         wall_ms: store.clock().wall_ms(),
         max_clock_drift_ms: store.clock().max_drift_ms(),
         peers: s.manager.peer_statuses().await?,

@@ -394,6 +394,7 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
                     tombstones: 0,
                     conflicts: 0,
                     superseded: 0,
+                    checkpoint_pending: false,
                     wall_ms: 0,
                     max_clock_drift_ms: 0,
                     peers: Vec::new(),

@@ -295,6 +295,10 @@ pub struct StoreStats {
     pub conflicts: u64,
     /// Log rows replaced by newer versions and not yet deleted (space to be reclaimed).
     pub superseded: u64,
+    /// Commits not yet copied from the write-ahead log into the database file (a store
+    /// without one: never). Background work the node still has to do, like `superseded`.
+    #[serde(default)]
+    pub checkpoint_pending: bool,
 }
 
 /// A page of live documents in id order.

@@ -142,6 +142,8 @@ struct Inner {
     node: NodeId,
     incarnation: String,
     clock: Arc<HlcClock>,
+    /// The checkpoint thread's state, for [`StoreStats::checkpoint_pending`].
+    checkpoint: Arc<CheckpointShared>,
 }
 
 impl Drop for Inner {
@@ -446,11 +448,32 @@ struct Checkpointer {
 
 #[derive(Default)]
 struct CheckpointShared {
-    /// (commits since the last checkpoint started, stop).
-    state: Mutex<(u64, bool)>,
+    state: Mutex<CheckpointState>,
     wake: std::sync::Condvar,
     /// Frames in the WAL, as of the last checkpoint.
     wal_frames: std::sync::atomic::AtomicI64,
+}
+
+#[derive(Default)]
+struct CheckpointState {
+    /// Commits since the last checkpoint started.
+    commits: u64,
+    /// The last checkpoint left frames behind (a reader still needed them): try again.
+    behind: bool,
+    running: bool,
+    stop: bool,
+}
+
+impl CheckpointShared {
+    fn state(&self) -> std::sync::MutexGuard<'_, CheckpointState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether some commit has not been copied into the database file yet.
+    fn pending(&self) -> bool {
+        let st = self.state();
+        st.commits > 0 || st.behind || st.running
+    }
 }
 
 impl Checkpointer {
@@ -462,17 +485,17 @@ impl Checkpointer {
             .name("sqlite-checkpoint".into())
             .spawn(move || loop {
                 {
-                    let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
-                    while st.0 == 0 && !st.1 {
+                    let mut st = s.state();
+                    while st.commits == 0 && !st.behind && !st.stop {
                         st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner());
                     }
-                    if st.1 {
+                    if st.stop {
                         return;
                     }
                     // Commits that come within the interval share one checkpoint: a page
                     // written by several of them is copied back once.
                     let until = std::time::Instant::now() + CHECKPOINT_INTERVAL;
-                    while !st.1 {
+                    while !st.stop {
                         let left = until.saturating_duration_since(std::time::Instant::now());
                         if left.is_zero() {
                             break;
@@ -483,14 +506,26 @@ impl Checkpointer {
                             .unwrap_or_else(|e| e.into_inner())
                             .0;
                     }
-                    st.0 = 0;
+                    st.commits = 0;
+                    st.running = true;
                 }
-                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-                    Ok(log) => s
-                        .wal_frames
-                        .store(log, std::sync::atomic::Ordering::Relaxed),
-                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
-                }
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
+                let behind = match done {
+                    Ok((log, copied)) => {
+                        s.wal_frames
+                            .store(log, std::sync::atomic::Ordering::Relaxed);
+                        copied < log
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                        true
+                    }
+                };
+                let mut st = s.state();
+                st.running = false;
+                st.behind = behind;
             })
             .map_err(|e| Error::Storage(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Checkpointer {
@@ -503,10 +538,7 @@ impl Checkpointer {
     /// the writer's connection, so that the next write starts the WAL over (see
     /// [`WAL_FRAMES_LIMIT`]). The background thread has usually copied nearly everything.
     fn committed(&self, writer: &Connection) -> Result<()> {
-        {
-            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.0 += 1;
-        }
+        self.shared.state().commits += 1;
         self.shared.wake.notify_one();
         if self
             .shared
@@ -527,11 +559,7 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1 = true;
+        self.shared.state().stop = true;
         self.shared.wake.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -1158,6 +1186,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let checkpointer = Checkpointer::start(&path)?;
+        let checkpoint = checkpointer.shared.clone();
         let clock = Arc::new(clock);
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         let thread = {
@@ -1177,6 +1206,7 @@ impl SqliteStore {
                 node,
                 incarnation,
                 clock,
+                checkpoint,
             }),
         })
     }
@@ -1417,7 +1447,8 @@ impl Store for SqliteStore {
     async fn stats(&self) -> Result<StoreStats> {
         // Counted from indexes (the partial ones hold only collections, tombstones and
         // records with conflicts), never by reading every record.
-        self.read(|tx| {
+        let checkpoint_pending = self.inner.checkpoint.pending();
+        self.read(move |tx| {
             let count = |sql: &str| -> Result<u64> {
                 Ok(tx.prepare_cached(sql)?.query_row([], |r| r.get::<_, i64>(0))? as u64)
             };
@@ -1433,6 +1464,7 @@ impl Store for SqliteStore {
                 tombstones,
                 conflicts,
                 superseded: count("SELECT COUNT(*) FROM superseded")?,
+                checkpoint_pending,
             })
         })
         .await

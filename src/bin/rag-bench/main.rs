@@ -690,7 +690,6 @@ fn pulled(v: &Value) -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU seconds in a `/proc/.../stat` file (0 if it is gone).
 /// CPU time of process `pid`'s threads whose name starts with `prefix`, in seconds.
 fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
     cpu_by_thread_name(pid)
@@ -703,6 +702,15 @@ fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
 /// CPU seconds of process `pid`'s threads, summed by thread name (from each thread's
 /// `schedstat`, in nanoseconds, where `stat` counts 10 ms ticks).
 fn cpu_by_thread_name(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    sched_by_thread_name(pid)
+        .into_iter()
+        .map(|(name, (cpu, _))| (name, cpu))
+        .collect()
+}
+
+/// Per thread name, seconds on a CPU and seconds runnable but waiting for one (the first
+/// two fields of each thread's `schedstat`).
+fn sched_by_thread_name(pid: u32) -> std::collections::BTreeMap<String, (f64, f64)> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return out;
@@ -714,47 +722,58 @@ fn cpu_by_thread_name(pid: u32) -> std::collections::BTreeMap<String, f64> {
         ) else {
             continue;
         };
-        let ns = stat
+        let mut f = stat
             .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        *out.entry(name.trim().to_string()).or_default() += ns / 1e9;
+            .map(|v| v.parse::<f64>().unwrap_or(0.0) / 1e9);
+        let (cpu, wait) = (f.next().unwrap_or(0.0), f.next().unwrap_or(0.0));
+        let e: &mut (f64, f64) = out.entry(name.trim().to_string()).or_default();
+        e.0 += cpu;
+        e.1 += wait;
     }
     out
 }
 
 /// With `RAG_BENCH_DEBUG` set, prints each node's CPU µs per document in a phase, by thread
-/// name, from snapshots taken before it.
+/// name, from snapshots taken before it, and in brackets the µs per document the thread was
+/// runnable but waiting for a CPU.
 fn debug_thread_cpu(
     phase: &str,
     docs: usize,
-    before: &[std::collections::BTreeMap<String, f64>],
+    before: &[std::collections::BTreeMap<String, (f64, f64)>],
     nodes: &[&Node],
 ) {
     if std::env::var_os("RAG_BENCH_DEBUG").is_none() {
         return;
     }
+    let per_doc = |s: f64| s * 1e6 / docs as f64;
     for (n, before) in nodes.iter().zip(before) {
-        let now = n.pid().map(cpu_by_thread_name).unwrap_or_default();
+        let now = n.pid().map(sched_by_thread_name).unwrap_or_default();
         let parts: Vec<String> = now
             .iter()
-            .map(|(name, s)| (name, s - before.get(name).copied().unwrap_or(0.0)))
-            .filter(|(_, d)| *d > 0.0)
-            .map(|(name, d)| format!("{name} {:.1}", d * 1e6 / docs as f64))
+            .map(|(name, (cpu, wait))| {
+                let (b_cpu, b_wait) = before.get(name).copied().unwrap_or_default();
+                (name, cpu - b_cpu, wait - b_wait)
+            })
+            .filter(|(_, cpu, _)| *cpu > 0.0)
+            .map(|(name, cpu, wait)| format!("{name} {:.1} [{:.1}]", per_doc(cpu), per_doc(wait)))
             .collect();
-        eprintln!("  [{phase}] {} CPU µs/doc: {}", n.name, parts.join(", "));
+        eprintln!(
+            "  [{phase}] {} CPU µs/doc [run-queue wait]: {}",
+            n.name,
+            parts.join(", ")
+        );
     }
 }
 
-/// Per-thread CPU snapshots of `nodes` for [`debug_thread_cpu`].
-fn thread_cpu_snapshot(nodes: &[&Node]) -> Vec<std::collections::BTreeMap<String, f64>> {
+/// Per-thread scheduler snapshots of `nodes` for [`debug_thread_cpu`].
+fn thread_cpu_snapshot(nodes: &[&Node]) -> Vec<std::collections::BTreeMap<String, (f64, f64)>> {
     nodes
         .iter()
-        .map(|n| n.pid().map(cpu_by_thread_name).unwrap_or_default())
+        .map(|n| n.pid().map(sched_by_thread_name).unwrap_or_default())
         .collect()
 }
 
+/// User + system CPU seconds in a `/proc/.../stat` file (0 if it is gone).
 fn stat_cpu_seconds(path: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
@@ -799,6 +818,19 @@ async fn wait_compacted(http: &reqwest::Client, node: &Node) -> Result<()> {
     wait_status(http, node, "compaction", Duration::from_secs(120), |s| {
         s["superseded"].as_u64() == Some(0)
     })
+    .await
+}
+
+/// Waits until `node`'s store has no background work left: every commit copied into the
+/// database file and every replaced version deleted.
+async fn wait_idle(http: &reqwest::Client, node: &Node) -> Result<()> {
+    wait_status(
+        http,
+        node,
+        "background work",
+        Duration::from_secs(120),
+        |s| s["superseded"].as_u64() == Some(0) && s["checkpoint_pending"] == false,
+    )
     .await
 }
 
@@ -856,6 +888,10 @@ async fn timed_sync(
     phase: &str,
     expected: usize,
 ) -> Result<(Duration, u64, (f64, f64))> {
+    // What the untimed steps before left to do in the background (copying the WAL back
+    // into the database file, deleting replaced versions) is theirs, not this sync's.
+    wait_idle(http, a).await?;
+    wait_idle(http, b).await?;
     let perfs = [
         Perf::start(perf_dir, a, phase)?,
         Perf::start(perf_dir, b, phase)?,
