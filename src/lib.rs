@@ -16,3 +16,4 @@ pub mod operator;
 pub mod shutdown;
 pub mod store;
 pub mod sync;
+pub mod thread_priority;
