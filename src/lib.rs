@@ -16,4 +16,3 @@ pub mod operator;
 pub mod shutdown;
 pub mod store;
 pub mod sync;
-pub mod thread_priority;

@@ -476,55 +476,6 @@ impl CheckpointShared {
     }
 }
 
-/// The checkpoint thread: after commits (waiting [`CHECKPOINT_INTERVAL`] so that several
-/// share one), or while the last checkpoint left frames behind, copies the WAL back.
-fn checkpoint_loop(conn: &Connection, s: &CheckpointShared) {
-    loop {
-        {
-            let mut st = s.state();
-            while st.commits == 0 && !st.behind && !st.stop {
-                st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            if st.stop {
-                return;
-            }
-            // Commits that come within the interval share one checkpoint: a page
-            // written by several of them is copied back once.
-            let until = std::time::Instant::now() + CHECKPOINT_INTERVAL;
-            while !st.stop {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                st = s
-                    .wake
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            st.commits = 0;
-            st.running = true;
-        }
-        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        });
-        let behind = match done {
-            Ok((log, copied)) => {
-                s.wal_frames
-                    .store(log, std::sync::atomic::Ordering::Relaxed);
-                copied < log
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-                true
-            }
-        };
-        let mut st = s.state();
-        st.running = false;
-        st.behind = behind;
-    }
-}
-
 impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer> {
         let conn = open_connection(path, false)?;
@@ -532,12 +483,49 @@ impl Checkpointer {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                // The checkpoint copies data that is durable already: it can wait.
-                crate::thread_priority::lower_current_thread(
-                    crate::thread_priority::BACKGROUND_NICE,
-                );
-                checkpoint_loop(&conn, &s)
+            .spawn(move || loop {
+                {
+                    let mut st = s.state();
+                    while st.commits == 0 && !st.behind && !st.stop {
+                        st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if st.stop {
+                        return;
+                    }
+                    // Commits that come within the interval share one checkpoint: a page
+                    // written by several of them is copied back once.
+                    let until = std::time::Instant::now() + CHECKPOINT_INTERVAL;
+                    while !st.stop {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        st = s
+                            .wake
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    st.commits = 0;
+                    st.running = true;
+                }
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                });
+                let behind = match done {
+                    Ok((log, copied)) => {
+                        s.wal_frames
+                            .store(log, std::sync::atomic::Ordering::Relaxed);
+                        copied < log
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                        true
+                    }
+                };
+                let mut st = s.state();
+                st.running = false;
+                st.behind = behind;
             })
             .map_err(|e| Error::Storage(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Checkpointer {

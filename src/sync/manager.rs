@@ -133,13 +133,7 @@ impl Decoder {
         std::thread::Builder::new()
             .name("sync-decoder".into())
             // Ends when the manager (the sender) is dropped.
-            .spawn(move || {
-                // Decoding runs ahead of the writer; it yields to it when cores are short.
-                crate::thread_priority::lower_current_thread(
-                    crate::thread_priority::BACKGROUND_NICE,
-                );
-                rx.into_iter().for_each(|job| job())
-            })
+            .spawn(move || rx.into_iter().for_each(|job| job()))
             .map_err(|e| Error::Internal(format!("cannot start the page decoder: {e}")))?;
         Ok(Decoder(tx))
     }
