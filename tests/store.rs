@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use rag_sync::config::ConflictStrategy;
 use rag_sync::hlc::{Hlc, HlcClock, ManualClock};
 use rag_sync::model::{Change, CollectionSettings, Document, NodeId};
-use rag_sync::store::{ApplyMode, ChangeFilter, MemoryStore, SqliteStore, Store};
+use rag_sync::store::{ApplyMode, ChangeFilter, MemoryStore, SqliteStore, Store, StoreStats};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -402,6 +402,18 @@ fn superseded_versions_are_skipped_and_compacted() {
     });
 }
 
+/// Polls the store's stats until `done` holds; fails after 30 s.
+async fn wait_for_stats(s: &dyn Store, what: &str, done: impl Fn(&StoreStats) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done(&s.stats().await.unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 30 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Without being asked, the writer deletes superseded versions once writes stop.
 #[test]
 fn the_idle_writer_compacts_on_its_own() {
@@ -417,14 +429,7 @@ fn the_idle_writer_compacts_on_its_own() {
         }
         assert_eq!(s.stats().await.unwrap().superseded, 200);
         let before = state(&s).await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while s.stats().await.unwrap().superseded > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "superseded rows were not compacted within 30 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_for_stats(&s, "superseded rows compacted", |st| st.superseded == 0).await;
         assert_eq!(state(&s).await, before);
     });
 }
@@ -441,14 +446,7 @@ fn commits_reach_the_database_file_and_the_store_says_when() {
                 .await
                 .unwrap();
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while s.stats().await.unwrap().checkpoint_pending {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the WAL was not checkpointed within 30 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_for_stats(&s, "the WAL checkpointed", |st| !st.checkpoint_pending).await;
         let copy = tempfile::tempdir().unwrap();
         std::fs::copy(dir.path().join("n1.db"), copy.path().join("n1.db")).unwrap();
         let from_file = sqlite(&copy, 1, 1_000_000);
