@@ -256,10 +256,11 @@ fn writer_loop(
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "write transaction committed"
                 );
+                checkpointer.committed();
                 for a in answers {
                     a(Ok(()));
                 }
-                if let Err(e) = checkpointer.committed(&conn) {
+                if let Err(e) = checkpointer.bound_wal(&conn) {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
                 superseded = superseded.saturating_add_signed(delta);
@@ -337,7 +338,8 @@ fn compact_step(conn: &mut Connection, checkpointer: &Checkpointer) -> u64 {
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "superseded rows deleted"
             );
-            if let Err(e) = checkpointer.committed(conn) {
+            checkpointer.committed();
+            if let Err(e) = checkpointer.bound_wal(conn) {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
             }
             count_superseded(conn)
@@ -534,12 +536,17 @@ impl Checkpointer {
         })
     }
 
-    /// After a commit: wakes the thread; once the WAL is large, completes a checkpoint on
-    /// the writer's connection, so that the next write starts the WAL over (see
-    /// [`WAL_FRAMES_LIMIT`]). The background thread has usually copied nearly everything.
-    fn committed(&self, writer: &Connection) -> Result<()> {
+    /// After a commit, before its writes are answered (so that no one who saw a write
+    /// succeed can see `checkpoint_pending` false without it): wakes the thread.
+    fn committed(&self) {
         self.shared.state().commits += 1;
         self.shared.wake.notify_one();
+    }
+
+    /// After [`Checkpointer::committed`], once the WAL is large: completes a checkpoint on
+    /// the writer's connection, so that the next write starts the WAL over (see
+    /// [`WAL_FRAMES_LIMIT`]). The background thread has usually copied nearly everything.
+    fn bound_wal(&self, writer: &Connection) -> Result<()> {
         if self
             .shared
             .wal_frames

@@ -692,24 +692,15 @@ fn pulled(v: &Value) -> u64 {
 
 /// CPU time of process `pid`'s threads whose name starts with `prefix`, in seconds.
 fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
-    cpu_by_thread_name(pid)
+    sched_by_thread_name(pid)
         .into_iter()
         .filter(|(name, _)| name.starts_with(prefix))
-        .map(|(_, s)| s)
+        .map(|(_, (cpu, _))| cpu)
         .sum()
 }
 
-/// CPU seconds of process `pid`'s threads, summed by thread name (from each thread's
-/// `schedstat`, in nanoseconds, where `stat` counts 10 ms ticks).
-fn cpu_by_thread_name(pid: u32) -> std::collections::BTreeMap<String, f64> {
-    sched_by_thread_name(pid)
-        .into_iter()
-        .map(|(name, (cpu, _))| (name, cpu))
-        .collect()
-}
-
 /// Per thread name, seconds on a CPU and seconds runnable but waiting for one (the first
-/// two fields of each thread's `schedstat`).
+/// two fields of each thread's `schedstat`, in nanoseconds; `stat` counts 10 ms ticks).
 fn sched_by_thread_name(pid: u32) -> std::collections::BTreeMap<String, (f64, f64)> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
