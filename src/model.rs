@@ -389,6 +389,8 @@ impl Value {
     /// about a third of decoding a pulled page. A string with nothing to escape is copied
     /// whole; anything else, and the metadata and embedding, go through serde_json.
     pub fn document_json(document: &Document) -> serde_json::Result<String> {
+        // Destructured whole: a field added to `Document` fails to compile here until it is
+        // written below too.
         let Document {
             id,
             content,
