@@ -532,6 +532,7 @@ async fn status_backlog_and_metrics_report_lag_inputs() {
         a.put_doc("docs", &format!("d{i}"), "x").await;
     }
     b.set_peers(&[(&a, "pull")], 100).await;
+    b.wait_first_round().await;
     b.sync().await;
     let cp = b.status().await["peers"][0]["checkpoint"]
         .as_str()

@@ -265,6 +265,25 @@ impl TestNode {
         .await
     }
 
+    /// Waits until the round that a configuration change starts in the background has
+    /// tried every configured peer, so that it cannot run later, after writes a test makes
+    /// next, and pull them outside the rounds the test starts itself.
+    pub async fn wait_first_round(&self) {
+        wait_for(
+            "the first round after a configuration change",
+            WAIT,
+            || async {
+                let status = self.status().await;
+                let peers = status["peers"].as_array().cloned().unwrap_or_default();
+                peers
+                    .iter()
+                    .all(|p| !p["last_attempt_ms"].is_null())
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
     /// One sync round with every peer; returns the per-peer stats.
     pub async fn sync(&self) -> Vec<Value> {
         let v = self.ok("POST", "/admin/sync", None).await;
