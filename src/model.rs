@@ -302,14 +302,81 @@ impl CollectionSettings {
 pub struct Document {
     pub id: String,
     pub content: String,
-    #[serde(default = "empty_object")]
-    pub metadata: serde_json::Value,
+    #[serde(default)]
+    pub metadata: Metadata,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
 }
 
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(Default::default())
+/// A document's metadata: a JSON object, kept as its JSON text.
+///
+/// A node never looks inside metadata, so a pulled or pushed document keeps the text it came
+/// with, and is stored and served again byte for byte. Parsing it into a tree of maps only to
+/// write the same text back, and freeing that tree, was about a tenth of a pulling node's
+/// CPU. Local writes arrive as [`Metadata::from_value`], which writes serde_json's compact
+/// form, so every version's text is fixed where it was written and the same on every node.
+#[derive(Clone)]
+pub struct Metadata(Box<serde_json::value::RawValue>);
+
+impl Metadata {
+    /// The metadata of `value`, which must be a JSON object.
+    pub fn from_value(value: serde_json::Value) -> Result<Metadata, &'static str> {
+        if !value.is_object() {
+            return Err(Self::NOT_AN_OBJECT);
+        }
+        let text = serde_json::to_string(&value).map_err(|_| Self::NOT_AN_OBJECT)?;
+        Ok(Metadata(
+            serde_json::value::RawValue::from_string(text).map_err(|_| Self::NOT_AN_OBJECT)?,
+        ))
+    }
+
+    /// The metadata as a JSON tree.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    const NOT_AN_OBJECT: &'static str = "metadata must be a JSON object";
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata(serde_json::value::RawValue::from_string("{}".into()).expect("{} is JSON"))
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    /// Checks the syntax of the whole value (serde_json does, to find where it ends) and
+    /// that it is an object; builds nothing of it.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(serde::de::Error::custom(Self::NOT_AN_OBJECT));
+        }
+        Ok(Metadata(raw))
+    }
 }
 
 /// What kind of record a key names.
@@ -404,7 +471,7 @@ impl Value {
         out.extend_from_slice(br#","content":"#);
         json_str(&mut out, content)?;
         out.extend_from_slice(br#","metadata":"#);
-        serde_json::to_writer(&mut out, metadata)?;
+        out.extend_from_slice(metadata.as_str().as_bytes());
         if let Some(embedding) = embedding {
             out.extend_from_slice(br#","embedding":"#);
             serde_json::to_writer(&mut out, embedding)?;
@@ -1017,6 +1084,72 @@ mod tests {
         assert!(validate_doc_id("a\nb").is_err());
     }
 
+    /// Metadata that arrives in a document leaves in it byte for byte: the text every
+    /// node stores for a version is the text its origin wrote, so nodes agree on it.
+    #[test]
+    fn metadata_is_kept_as_it_arrived() {
+        let metadata = r#"{"z":[1,{"c":"\u00e9 \"q\""}],"a":1.50,"m":{}}"#;
+        let doc = format!(r#"{{"id":"d1","content":"x","metadata":{metadata}}}"#);
+        let parsed: Document = serde_json::from_str(&doc).unwrap();
+        assert_eq!(parsed.metadata.as_str(), metadata);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), doc);
+        let value = Value::Document { document: parsed };
+        let stored = Value::document_json(match &value {
+            Value::Document { document } => document,
+            _ => unreachable!(),
+        })
+        .unwrap();
+        assert!(stored.contains(metadata), "{stored}");
+        assert_eq!(serde_json::to_string(&value).unwrap(), stored);
+        // Through a JSON tree as well (serde_json::from_value).
+        let tree: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        let from_tree: Document = serde_json::from_value(tree).unwrap();
+        assert_eq!(
+            from_tree.metadata.to_value(),
+            serde_json::from_str::<serde_json::Value>(metadata).unwrap()
+        );
+        // Missing metadata is the empty object.
+        let bare: Document = serde_json::from_str(r#"{"id":"d2","content":"y"}"#).unwrap();
+        assert_eq!(bare.metadata.as_str(), "{}");
+    }
+
+    /// Metadata must be a JSON object, in documents that arrive by sync as well as from
+    /// the data API; the error says so.
+    #[test]
+    fn metadata_that_is_not_an_object_is_refused() {
+        for bad in ["[1]", "null", "\"text\"", "3", "true"] {
+            let doc = format!(r#"{{"id":"d1","content":"x","metadata":{bad}}}"#);
+            let err = serde_json::from_str::<Document>(&doc)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("metadata must be a JSON object"),
+                "{bad}: {err}"
+            );
+            let tree: serde_json::Value = serde_json::from_str(bad).unwrap();
+            assert_eq!(
+                Metadata::from_value(tree).unwrap_err(),
+                "metadata must be a JSON object"
+            );
+        }
+        // Not JSON at all: serde_json's own syntax error, and nothing is built.
+        assert!(
+            serde_json::from_str::<Document>(r#"{"id":"d","content":"x","metadata":{"a":}}"#)
+                .is_err()
+        );
+    }
+
+    /// Local writes are written in serde_json's compact form, keys in order, whatever
+    /// spacing and order the client sent.
+    #[test]
+    fn local_metadata_is_written_compactly() {
+        let tree: serde_json::Value =
+            serde_json::from_str(r#"{ "b" : [ 1, 2 ], "a" : { "y": null } }"#).unwrap();
+        let m = Metadata::from_value(tree.clone()).unwrap();
+        assert_eq!(m.as_str(), r#"{"a":{"y":null},"b":[1,2]}"#);
+        assert_eq!(m.to_value(), tree);
+    }
+
     /// The store keeps `document_json`'s output as the stored value: it must be exactly
     /// what serde writes for the value, embedding and escapes included.
     #[test]
@@ -1039,7 +1172,10 @@ mod tests {
                         format!("doc-{i}")
                     },
                     content: text.clone(),
-                    metadata: serde_json::json!({"b": [1, "x\t"], "a": {"z": null}, "n": 1.5}),
+                    metadata: Metadata::from_value(
+                        serde_json::json!({"b": [1, "x\t"], "a": {"z": null}, "n": 1.5}),
+                    )
+                    .unwrap(),
                     embedding,
                 };
                 let fast = Value::document_json(&document).unwrap();

@@ -45,7 +45,7 @@ fn doc(id: &str) -> Document {
     Document {
         id: id.into(),
         content: format!("content of {id}"),
-        metadata: serde_json::json!({}),
+        metadata: Default::default(),
         embedding: None,
     }
 }

@@ -35,7 +35,7 @@ fn doc(id: &str, content: &str) -> Document {
     Document {
         id: id.into(),
         content: content.into(),
-        metadata: serde_json::json!({}),
+        metadata: Default::default(),
         embedding: None,
     }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::http::{Json, Path, Query};
-use crate::model::{CollectionSettings, Document, Record, RecordKey, Value, Version};
+use crate::model::{CollectionSettings, Document, Metadata, Record, RecordKey, Value, Version};
 use crate::node::NodeState;
 use crate::sync::server::parse_limit;
 
@@ -65,7 +65,7 @@ fn collection_view(r: Record) -> Result<CollectionView> {
 pub struct DocumentView {
     pub id: String,
     pub content: String,
-    pub metadata: serde_json::Value,
+    pub metadata: Metadata,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Vec<f32>>,
     pub version: Version,
@@ -157,7 +157,7 @@ async fn put_document(
     let doc = Document {
         id,
         content: body.content,
-        metadata: body.metadata,
+        metadata: Metadata::from_value(body.metadata).map_err(Error::bad)?,
         embedding: body.embedding,
     };
     let r = s.manager.store().put_document(&name, doc).await?;

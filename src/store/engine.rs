@@ -206,9 +206,6 @@ pub fn put_document(
 ) -> Result<Record> {
     validate_name(collection).map_err(Error::BadRequest)?;
     validate_doc_id(&doc.id).map_err(Error::BadRequest)?;
-    if !doc.metadata.is_object() {
-        return Err(Error::bad("metadata must be a JSON object"));
-    }
     let settings = require_collection(txn, collection)?;
     check_embedding(&settings, collection, &doc)?;
     let key = RecordKey::document(collection, &doc.id);

@@ -1783,7 +1783,10 @@ mod tests {
         Document {
             id: id.into(),
             content: content.into(),
-            metadata: serde_json::json!({"b": [1, "x\"y"], "a": {"z": null}}),
+            metadata: crate::model::Metadata::from_value(
+                serde_json::json!({"b": [1, "x\"y"], "a": {"z": null}}),
+            )
+            .unwrap(),
             embedding: None,
         }
     }

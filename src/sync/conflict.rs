@@ -260,7 +260,7 @@ mod tests {
             document: Document {
                 id: "d".into(),
                 content: text.into(),
-                metadata: serde_json::json!({}),
+                metadata: Default::default(),
                 embedding: None,
             },
         }

@@ -27,7 +27,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use rag_sync::hlc::HlcClock;
-use rag_sync::model::{Change, ChangeBody, Document, NodeId, Version, VersionVector};
+use rag_sync::model::{Change, ChangeBody, Document, Metadata, NodeId, Version, VersionVector};
 use rag_sync::sync::PushRequest;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -205,13 +205,14 @@ impl Loader {
         Document {
             id: format!("doc-{i:09}"),
             content: self.text.text((i as u64) ^ (revision << 40), self.text_len),
-            metadata: json!({
+            metadata: Metadata::from_value(json!({
                 "source": "rag-bench",
                 "lang": "en",
                 "seq": i,
                 "rev": revision,
                 "tags": [format!("t{}", i % 7), format!("t{}", i % 11)],
-            }),
+            }))
+            .expect("an object"),
             embedding: None,
         }
     }
