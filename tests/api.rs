@@ -264,6 +264,33 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
         "{body}"
     );
 
+    // A pushed document whose metadata is not an object is refused whole, naming it.
+    let mut page = n
+        .ok("GET", "/sync/changes?since=0000000000000000&limit=10", None)
+        .await;
+    let doc = page["changes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["document"].is_object())
+        .expect("a document change");
+    doc["document"]["metadata"] = json!(["not", "an", "object"]);
+    let (status, body) = n
+        .call(
+            "POST",
+            "/sync/changes",
+            Some(json!({"changes": page["changes"], "source_watermark": page["watermark"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("metadata must be a JSON object"),
+        "{body}"
+    );
+
     assert_eq!(snapshot(&n).await, before, "bad input changed nothing");
     // Nothing above made the node fail: it still serves.
     n.ok("GET", "/healthz", None).await;
@@ -623,4 +650,33 @@ async fn change_pages_carry_their_watermark_in_headers() {
     assert_eq!(body["watermark"], watermark.as_str());
     assert_eq!(has_more, "true");
     assert_eq!(body["has_more"], true);
+}
+
+/// Metadata is written in compact form where it is written and reaches other nodes as the
+/// same bytes: the puller serves the document exactly as the writer does.
+#[tokio::test]
+async fn metadata_reaches_peers_byte_for_byte() {
+    let a = TestNode::start("meta-a", 112, NodeOptions::default()).await;
+    let b = TestNode::start("meta-b", 113, NodeOptions::default()).await;
+    a.create_collection("docs", json!({})).await;
+    let metadata = json!({"z": [1, {"c": "é \"q\""}], "a": 1.5, "m": {}, "n": null});
+    a.ok(
+        "PUT",
+        "/collections/docs/documents/d1",
+        Some(json!({"content": "x", "metadata": metadata})),
+    )
+    .await;
+    b.set_peers(&[(&a, "pull")], 100).await;
+    b.wait_first_round().await;
+    b.sync().await;
+    let raw = |n: &TestNode| {
+        let url = format!("{}/collections/docs/documents/d1", n.url());
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let (on_a, on_b) = (raw(&a).await, raw(&b).await);
+    assert!(
+        on_a.contains(r#""metadata":{"a":1.5,"m":{},"n":null,"z":[1,{"c":"é \"q\""}]}"#),
+        "compact, keys in order: {on_a}"
+    );
+    assert_eq!(on_a, on_b, "the pulled document is served byte for byte");
 }
