@@ -243,21 +243,28 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    // A pushed change from a clock far ahead is refused whole.
-    let mut page = n
-        .ok("GET", "/sync/changes?since=0000000000000000&limit=10", None)
-        .await;
-    let future = format!("{:016x}", 0x7fff_0000_0000_0000u64);
-    page["changes"][1]["version"]["hlc"] = json!(future);
-    let node = page["changes"][1]["version"]["node"].clone();
-    page["changes"][1]["version"]["vv"] = json!({ node.as_str().unwrap(): future });
-    let (status, body) = n
-        .call(
+    // Pushes of the node's own log, altered by `alter`.
+    let node = &n;
+    let push_altered = |alter: fn(&mut Value)| async move {
+        let mut page = node
+            .ok("GET", "/sync/changes?since=0000000000000000&limit=10", None)
+            .await;
+        alter(&mut page);
+        node.call(
             "POST",
             "/sync/changes",
             Some(json!({"changes": page["changes"], "source_watermark": page["watermark"]})),
         )
-        .await;
+        .await
+    };
+    // A pushed change from a clock far ahead is refused whole.
+    let (status, body) = push_altered(|page| {
+        let future = format!("{:016x}", 0x7fff_0000_0000_0000u64);
+        page["changes"][1]["version"]["hlc"] = json!(future);
+        let node = page["changes"][1]["version"]["node"].clone();
+        page["changes"][1]["version"]["vv"] = json!({ node.as_str().unwrap(): future });
+    })
+    .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (422, Some("clock_drift")),
@@ -265,23 +272,16 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
     );
 
     // A pushed document whose metadata is not an object is refused whole, naming it.
-    let mut page = n
-        .ok("GET", "/sync/changes?since=0000000000000000&limit=10", None)
-        .await;
-    let doc = page["changes"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|c| c["document"].is_object())
-        .expect("a document change");
-    doc["document"]["metadata"] = json!(["not", "an", "object"]);
-    let (status, body) = n
-        .call(
-            "POST",
-            "/sync/changes",
-            Some(json!({"changes": page["changes"], "source_watermark": page["watermark"]})),
-        )
-        .await;
+    let (status, body) = push_altered(|page| {
+        let doc = page["changes"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["document"].is_object())
+            .expect("a document change");
+        doc["document"]["metadata"] = json!(["not", "an", "object"]);
+    })
+    .await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["message"]
