@@ -55,6 +55,8 @@ pub struct Env {
     pub port: u16,
     pub nodes: Vec<TestNode>,
     operators: Vec<(String, Child, u16)>,
+    /// The operators' logs: removed with the `Env`, kept (and named) when a test fails.
+    logs: Option<tempfile::TempDir>,
 }
 
 /// A port free on every one of `octets` (all members of a SyncPeer share one port).
@@ -130,6 +132,7 @@ impl Env {
             port,
             nodes,
             operators: Vec::new(),
+            logs: Some(tempfile::tempdir().expect("a directory for operator logs")),
         }
     }
 
@@ -203,9 +206,7 @@ impl Env {
     /// Starts an operator process under the chart's ServiceAccount; returns its metrics port.
     pub async fn start_operator(&mut self, identity: &str) -> u16 {
         let port = free_port("127.0.0.1");
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("{}-{identity}.log", self.ns)))
-                .unwrap();
+        let log = std::fs::File::create(self.log_path(identity)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rag-sync-operator"))
             .args([
                 "--namespace",
@@ -239,8 +240,15 @@ impl Env {
     }
 
     pub fn operator_log(&self, identity: &str) -> String {
-        std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{identity}.log", self.ns)))
-            .unwrap_or_default()
+        std::fs::read_to_string(self.log_path(identity)).unwrap_or_default()
+    }
+
+    fn log_path(&self, identity: &str) -> PathBuf {
+        let dir = self
+            .logs
+            .as_ref()
+            .expect("the log directory lives as long as the Env");
+        dir.path().join(format!("{identity}.log"))
     }
 
     /// SIGKILL one operator.
@@ -341,6 +349,15 @@ impl Drop for Env {
         for (_, child, _) in &mut self.operators {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            if let Some(dir) = self.logs.take() {
+                eprintln!(
+                    "operator logs of {} kept in {}",
+                    self.ns,
+                    dir.keep().display()
+                );
+            }
         }
     }
 }
