@@ -324,15 +324,11 @@ impl Metadata {
         if !value.is_object() {
             return Err(Self::NOT_AN_OBJECT);
         }
-        let text = serde_json::to_string(&value).map_err(|_| Self::NOT_AN_OBJECT)?;
+        // `Value`'s Display is serde_json's compact JSON.
+        let text = value.to_string();
         Ok(Metadata(
-            serde_json::value::RawValue::from_string(text).map_err(|_| Self::NOT_AN_OBJECT)?,
+            serde_json::value::RawValue::from_string(text).expect("serde_json's output is JSON"),
         ))
-    }
-
-    /// The metadata as a JSON tree.
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(self.0.get()).unwrap_or_default()
     }
 
     /// The JSON text.
@@ -349,6 +345,7 @@ impl Default for Metadata {
     }
 }
 
+/// Equal texts: a version's metadata has the same text on every node (see [`Metadata`]).
 impl PartialEq for Metadata {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
@@ -1105,7 +1102,7 @@ mod tests {
         let tree: serde_json::Value = serde_json::from_str(&doc).unwrap();
         let from_tree: Document = serde_json::from_value(tree).unwrap();
         assert_eq!(
-            from_tree.metadata.to_value(),
+            serde_json::from_str::<serde_json::Value>(from_tree.metadata.as_str()).unwrap(),
             serde_json::from_str::<serde_json::Value>(metadata).unwrap()
         );
         // Missing metadata is the empty object.
@@ -1147,7 +1144,10 @@ mod tests {
             serde_json::from_str(r#"{ "b" : [ 1, 2 ], "a" : { "y": null } }"#).unwrap();
         let m = Metadata::from_value(tree.clone()).unwrap();
         assert_eq!(m.as_str(), r#"{"a":{"y":null},"b":[1,2]}"#);
-        assert_eq!(m.to_value(), tree);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(m.as_str()).unwrap(),
+            tree
+        );
     }
 
     /// The store keeps `document_json`'s output as the stored value: it must be exactly
