@@ -1090,12 +1090,8 @@ mod tests {
         let parsed: Document = serde_json::from_str(&doc).unwrap();
         assert_eq!(parsed.metadata.as_str(), metadata);
         assert_eq!(serde_json::to_string(&parsed).unwrap(), doc);
+        let stored = Value::document_json(&parsed).unwrap();
         let value = Value::Document { document: parsed };
-        let stored = Value::document_json(match &value {
-            Value::Document { document } => document,
-            _ => unreachable!(),
-        })
-        .unwrap();
         assert!(stored.contains(metadata), "{stored}");
         assert_eq!(serde_json::to_string(&value).unwrap(), stored);
         // Through a JSON tree as well (serde_json::from_value).
