@@ -12,7 +12,9 @@ pub mod http;
 pub mod logging;
 pub mod model;
 pub mod node;
+#[cfg(feature = "operator")]
 pub mod operator;
 pub mod shutdown;
 pub mod store;
 pub mod sync;
+pub mod wire;

@@ -311,10 +311,9 @@ pub struct Document {
 /// A document's metadata: a JSON object, kept as its JSON text.
 ///
 /// A node never looks inside metadata, so a pulled or pushed document keeps the text it came
-/// with, and is stored and served again byte for byte. Parsing it into a tree of maps only to
-/// write the same text back, and freeing that tree, was about a tenth of a pulling node's
-/// CPU. Local writes arrive as [`Metadata::from_value`], which writes serde_json's compact
-/// form, so every version's text is fixed where it was written and the same on every node.
+/// with, and is stored and served again byte for byte, without building a tree of it. Local
+/// writes arrive as [`Metadata::from_value`], which writes serde_json's compact form, so
+/// every version's text is fixed where it was written and the same on every node.
 #[derive(Clone)]
 pub struct Metadata(Box<serde_json::value::RawValue>);
 
@@ -425,11 +424,11 @@ impl RecordKey {
     }
 }
 
-/// The state of a record; `None` in a [`Record`] is a tombstone.
+/// The state of a record; [`Value::Deleted`] is a tombstone.
 ///
 /// On the wire and in the store: `{"kind": "collection" | "document" | "deleted", ...}`.
-/// Deserialised by hand (see [`value_serde`]): serde's derive for an internally tagged enum
-/// buffers every field of every record into an intermediate tree first.
+/// Deserialised by hand (see [`crate::wire::codec`]): serde's derive for an internally
+/// tagged enum buffers every field of every record into an intermediate tree first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Value {
@@ -442,58 +441,6 @@ pub enum Value {
         document: Document,
     },
     Deleted,
-}
-
-impl Value {
-    /// The JSON of `Value::Document { document }` without building (or cloning into) one:
-    /// byte for byte what `serde_json::to_string` writes for it.
-    ///
-    /// Written by hand around serde_json: the text is most of a document, and serde_json
-    /// escapes a string byte by byte into a buffer that grows as it goes, which made this
-    /// about a third of decoding a pulled page. A string with nothing to escape is copied
-    /// whole; anything else, and the metadata and embedding, go through serde_json.
-    pub fn document_json(document: &Document) -> serde_json::Result<String> {
-        // Destructured whole: a field added to `Document` fails to compile here until it is
-        // written below too.
-        let Document {
-            id,
-            content,
-            metadata,
-            embedding,
-        } = document;
-        let embedding_len = embedding.as_ref().map_or(0, |e| 16 + 16 * e.len());
-        let mut out = Vec::with_capacity(96 + id.len() + content.len() + embedding_len + 64);
-        out.extend_from_slice(br#"{"kind":"document","document":{"id":"#);
-        json_str(&mut out, id)?;
-        out.extend_from_slice(br#","content":"#);
-        json_str(&mut out, content)?;
-        out.extend_from_slice(br#","metadata":"#);
-        out.extend_from_slice(metadata.as_str().as_bytes());
-        if let Some(embedding) = embedding {
-            out.extend_from_slice(br#","embedding":"#);
-            serde_json::to_writer(&mut out, embedding)?;
-        }
-        out.extend_from_slice(b"}}");
-        // Only whole UTF-8 strings and serde_json's output went in.
-        Ok(String::from_utf8(out).expect("JSON written from strings is UTF-8"))
-    }
-}
-
-/// Appends `s` as a JSON string exactly as serde_json writes it: quoted as it is when no
-/// byte needs an escape (serde_json escapes only `"`, `\` and control characters), else by
-/// serde_json itself.
-fn json_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    // No early exit, so that the compiler checks many bytes at a time.
-    let escape = s.bytes().fold(false, |any, b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if escape {
-        return serde_json::to_writer(out, s);
-    }
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
-    Ok(())
 }
 
 /// A losing version kept after a concurrent update. Part of the replicated state (merged by
@@ -515,14 +462,12 @@ impl ConflictVersion {
 /// How many losing versions a record keeps (the greatest by `(hlc, node)`).
 pub const MAX_CONFLICTS_PER_RECORD: usize = 16;
 
-/// The operation a change carries, tagged by `op` on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op")]
+/// The operation a change carries (on the wire: `op` and its fields, inline in the change).
+#[derive(Debug, Clone, PartialEq)]
 pub enum ChangeBody {
     CollectionCreate {
         collection: String,
         settings: CollectionSettings,
-        #[serde(default, skip_serializing_if = "FieldStamps::is_empty")]
         stamps: FieldStamps,
     },
     CollectionDelete {
@@ -635,9 +580,7 @@ impl ChangeBody {
 /// One entry of a node's change log: the latest state of one record.
 ///
 /// Wire shape: `{"cursor", "version", "op", "collection", <the op's fields>, "conflicts"?}`
-/// (the [`ChangeBody`] fields inline). (De)serialised by hand in [`change_serde`]: serde's
-/// `flatten` would buffer every change into an intermediate tree, which was the largest
-/// single cost of decoding a page.
+/// (the [`ChangeBody`] fields inline), (de)serialised by hand in [`crate::wire::codec`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// Position in the sending node's log (its commit cursor); opaque to the receiver.
@@ -645,331 +588,6 @@ pub struct Change {
     pub version: Version,
     pub body: ChangeBody,
     pub conflicts: Vec<ConflictVersion>,
-}
-
-/// Map keys of hand-written deserialisers, read without allocating.
-mod field_key {
-    use std::fmt;
-
-    use serde::de::{Deserialize, Deserializer, Visitor};
-
-    /// The known key, or `Other` for one to skip.
-    pub struct Key(pub Option<&'static str>);
-
-    pub struct KeyVisitor(pub &'static [&'static str]);
-
-    impl<'de> Visitor<'de> for KeyVisitor {
-        type Value = Key;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a field name")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
-            Ok(Key(self.0.iter().find(|k| **k == v).copied()))
-        }
-    }
-
-    /// Seeds a key read with the list of known names.
-    pub struct Known(pub &'static [&'static str]);
-
-    impl<'de> serde::de::DeserializeSeed<'de> for Known {
-        type Value = Key;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
-            d.deserialize_identifier(KeyVisitor(self.0))
-        }
-    }
-
-    /// An op or kind name, read without allocating.
-    pub struct Name(pub Option<&'static str>, pub String);
-
-    impl<'de> Deserialize<'de> for Name {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Name;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name, E> {
-                    const NAMES: &[&str] = &[
-                        "CollectionCreate",
-                        "CollectionDelete",
-                        "DocumentInsert",
-                        "DocumentUpdate",
-                        "DocumentDelete",
-                        "collection",
-                        "document",
-                        "deleted",
-                    ];
-                    Ok(match NAMES.iter().find(|n| **n == v) {
-                        Some(n) => Name(Some(n), String::new()),
-                        None => Name(None, v.to_string()),
-                    })
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
-    impl Name {
-        pub fn as_str(&self) -> &str {
-            self.0.unwrap_or(&self.1)
-        }
-    }
-}
-
-/// Hand-written `Deserialize` for [`Value`] (same shape as the derived, internally tagged
-/// form; fields may come in any order; unknown fields are ignored).
-mod value_serde {
-    use std::fmt;
-
-    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-    use serde::Deserialize;
-
-    use super::field_key::{Key, Known, Name};
-    use super::{CollectionSettings, Document, FieldStamps, Value};
-
-    impl<'de> Deserialize<'de> for Value {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(ValueVisitor)
-        }
-    }
-
-    struct ValueVisitor;
-
-    impl<'de> Visitor<'de> for ValueVisitor {
-        type Value = Value;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a record value: an object with \"kind\"")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-            const KEYS: &[&str] = &["kind", "settings", "stamps", "document"];
-            let mut kind: Option<Name> = None;
-            let mut settings: Option<CollectionSettings> = None;
-            let mut stamps: Option<FieldStamps> = None;
-            let mut document: Option<Document> = None;
-            while let Some(Key(key)) = map.next_key_seed(Known(KEYS))? {
-                match key.unwrap_or("") {
-                    "kind" => {
-                        if kind.is_some() {
-                            return Err(de::Error::duplicate_field("kind"));
-                        }
-                        kind = Some(map.next_value()?);
-                    }
-                    "settings" => {
-                        if settings.is_some() {
-                            return Err(de::Error::duplicate_field("settings"));
-                        }
-                        settings = Some(map.next_value()?);
-                    }
-                    "stamps" => {
-                        if stamps.is_some() {
-                            return Err(de::Error::duplicate_field("stamps"));
-                        }
-                        stamps = Some(map.next_value()?);
-                    }
-                    "document" => {
-                        if document.is_some() {
-                            return Err(de::Error::duplicate_field("document"));
-                        }
-                        document = Some(map.next_value()?);
-                    }
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-            }
-            match kind.as_ref().map(Name::as_str) {
-                Some("collection") => Ok(Value::Collection {
-                    settings: settings.ok_or_else(|| de::Error::missing_field("settings"))?,
-                    stamps: stamps.unwrap_or_default(),
-                }),
-                Some("document") => Ok(Value::Document {
-                    document: document.ok_or_else(|| de::Error::missing_field("document"))?,
-                }),
-                Some("deleted") => Ok(Value::Deleted),
-                Some(other) => Err(de::Error::unknown_variant(
-                    other,
-                    &["collection", "document", "deleted"],
-                )),
-                None => Err(de::Error::missing_field("kind")),
-            }
-        }
-    }
-}
-
-/// Hand-written `Serialize` / `Deserialize` for [`Change`].
-mod change_serde {
-    use std::fmt;
-
-    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-    use serde::ser::{SerializeMap, Serializer};
-    use serde::{Deserialize, Serialize};
-
-    use super::field_key::{Key, Known, Name};
-    use super::{
-        Change, ChangeBody, CollectionSettings, ConflictVersion, Document, FieldStamps, Version,
-    };
-    use crate::hlc::Hlc;
-
-    const OPS: &[&str] = &[
-        "CollectionCreate",
-        "CollectionDelete",
-        "DocumentInsert",
-        "DocumentUpdate",
-        "DocumentDelete",
-    ];
-
-    impl Serialize for Change {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut m = s.serialize_map(None)?;
-            m.serialize_entry("cursor", &self.cursor)?;
-            m.serialize_entry("version", &self.version)?;
-            match &self.body {
-                ChangeBody::CollectionCreate {
-                    collection,
-                    settings,
-                    stamps,
-                } => {
-                    m.serialize_entry("op", "CollectionCreate")?;
-                    m.serialize_entry("collection", collection)?;
-                    m.serialize_entry("settings", settings)?;
-                    if !stamps.is_empty() {
-                        m.serialize_entry("stamps", stamps)?;
-                    }
-                }
-                ChangeBody::CollectionDelete { collection } => {
-                    m.serialize_entry("op", "CollectionDelete")?;
-                    m.serialize_entry("collection", collection)?;
-                }
-                ChangeBody::DocumentInsert {
-                    collection,
-                    document,
-                } => {
-                    m.serialize_entry("op", "DocumentInsert")?;
-                    m.serialize_entry("collection", collection)?;
-                    m.serialize_entry("document", document)?;
-                }
-                ChangeBody::DocumentUpdate {
-                    collection,
-                    document,
-                } => {
-                    m.serialize_entry("op", "DocumentUpdate")?;
-                    m.serialize_entry("collection", collection)?;
-                    m.serialize_entry("document", document)?;
-                }
-                ChangeBody::DocumentDelete { collection, id } => {
-                    m.serialize_entry("op", "DocumentDelete")?;
-                    m.serialize_entry("collection", collection)?;
-                    m.serialize_entry("id", id)?;
-                }
-            }
-            if !self.conflicts.is_empty() {
-                m.serialize_entry("conflicts", &self.conflicts)?;
-            }
-            m.end()
-        }
-    }
-
-    impl<'de> Deserialize<'de> for Change {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(ChangeVisitor)
-        }
-    }
-
-    struct ChangeVisitor;
-
-    fn set<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
-        map: &mut A,
-        slot: &mut Option<T>,
-        name: &'static str,
-    ) -> Result<(), A::Error> {
-        if slot.is_some() {
-            return Err(de::Error::duplicate_field(name));
-        }
-        *slot = Some(map.next_value()?);
-        Ok(())
-    }
-
-    impl<'de> Visitor<'de> for ChangeVisitor {
-        type Value = Change;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a change: an object with \"version\" and \"op\"")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Change, A::Error> {
-            let mut cursor: Option<Hlc> = None;
-            let mut version: Option<Version> = None;
-            const KEYS: &[&str] = &[
-                "cursor",
-                "version",
-                "op",
-                "collection",
-                "settings",
-                "stamps",
-                "document",
-                "id",
-                "conflicts",
-            ];
-            let mut op: Option<Name> = None;
-            let mut collection: Option<String> = None;
-            let mut settings: Option<CollectionSettings> = None;
-            let mut stamps: Option<FieldStamps> = None;
-            let mut document: Option<Document> = None;
-            let mut id: Option<String> = None;
-            let mut conflicts: Option<Vec<ConflictVersion>> = None;
-            while let Some(Key(key)) = map.next_key_seed(Known(KEYS))? {
-                match key.unwrap_or("") {
-                    "cursor" => set(&mut map, &mut cursor, "cursor")?,
-                    "version" => set(&mut map, &mut version, "version")?,
-                    "op" => set(&mut map, &mut op, "op")?,
-                    "collection" => set(&mut map, &mut collection, "collection")?,
-                    "settings" => set(&mut map, &mut settings, "settings")?,
-                    "stamps" => set(&mut map, &mut stamps, "stamps")?,
-                    "document" => set(&mut map, &mut document, "document")?,
-                    "id" => set(&mut map, &mut id, "id")?,
-                    "conflicts" => set(&mut map, &mut conflicts, "conflicts")?,
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-            }
-            let op = op.ok_or_else(|| de::Error::missing_field("op"))?;
-            let collection = || collection.ok_or_else(|| de::Error::missing_field("collection"));
-            let document = || document.ok_or_else(|| de::Error::missing_field("document"));
-            let body = match op.as_str() {
-                "CollectionCreate" => ChangeBody::CollectionCreate {
-                    collection: collection()?,
-                    settings: settings.ok_or_else(|| de::Error::missing_field("settings"))?,
-                    stamps: stamps.unwrap_or_default(),
-                },
-                "CollectionDelete" => ChangeBody::CollectionDelete {
-                    collection: collection()?,
-                },
-                "DocumentInsert" => ChangeBody::DocumentInsert {
-                    collection: collection()?,
-                    document: document()?,
-                },
-                "DocumentUpdate" => ChangeBody::DocumentUpdate {
-                    collection: collection()?,
-                    document: document()?,
-                },
-                "DocumentDelete" => ChangeBody::DocumentDelete {
-                    collection: collection()?,
-                    id: id.ok_or_else(|| de::Error::missing_field("id"))?,
-                },
-                other => return Err(de::Error::unknown_variant(other, OPS)),
-            };
-            Ok(Change {
-                cursor: cursor.unwrap_or_default(),
-                version: version.ok_or_else(|| de::Error::missing_field("version"))?,
-                body,
-                conflicts: conflicts.unwrap_or_default(),
-            })
-        }
-    }
 }
 
 /// A stored record: key, version, state and retained conflicts.
@@ -1048,29 +666,6 @@ mod tests {
     }
 
     #[test]
-    fn change_wire_shape_is_tagged() {
-        let c = Change {
-            cursor: Hlc(1),
-            version: Version {
-                hlc: Hlc(2),
-                node: NodeId(0xab),
-                vv: vv(&[(0xab, 2)]),
-            },
-            body: ChangeBody::DocumentDelete {
-                collection: "docs".into(),
-                id: "d1".into(),
-            },
-            conflicts: vec![],
-        };
-        let json = serde_json::to_value(&c).unwrap();
-        assert_eq!(json["op"], "DocumentDelete");
-        assert_eq!(json["version"]["node"], "00ab");
-        assert_eq!(json["version"]["vv"]["00ab"], "0000000000000002");
-        let back: Change = serde_json::from_value(json).unwrap();
-        assert_eq!(back, c);
-    }
-
-    #[test]
     fn names_and_ids_are_checked() {
         assert!(validate_name("docs-1.v2").is_ok());
         assert!(validate_name("").is_err());
@@ -1079,31 +674,6 @@ mod tests {
         assert!(validate_doc_id("x:1").is_ok());
         assert!(validate_doc_id("a/b").is_err());
         assert!(validate_doc_id("a\nb").is_err());
-    }
-
-    /// Metadata that arrives in a document leaves in it byte for byte: the text every
-    /// node stores for a version is the text its origin wrote, so nodes agree on it.
-    #[test]
-    fn metadata_is_kept_as_it_arrived() {
-        let metadata = r#"{"z":[1,{"c":"\u00e9 \"q\""}],"a":1.50,"m":{}}"#;
-        let doc = format!(r#"{{"id":"d1","content":"x","metadata":{metadata}}}"#);
-        let parsed: Document = serde_json::from_str(&doc).unwrap();
-        assert_eq!(parsed.metadata.as_str(), metadata);
-        assert_eq!(serde_json::to_string(&parsed).unwrap(), doc);
-        let stored = Value::document_json(&parsed).unwrap();
-        let value = Value::Document { document: parsed };
-        assert!(stored.contains(metadata), "{stored}");
-        assert_eq!(serde_json::to_string(&value).unwrap(), stored);
-        // Through a JSON tree as well (serde_json::from_value).
-        let tree: serde_json::Value = serde_json::from_str(&doc).unwrap();
-        let from_tree: Document = serde_json::from_value(tree).unwrap();
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(from_tree.metadata.as_str()).unwrap(),
-            serde_json::from_str::<serde_json::Value>(metadata).unwrap()
-        );
-        // Missing metadata is the empty object.
-        let bare: Document = serde_json::from_str(r#"{"id":"d2","content":"y"}"#).unwrap();
-        assert_eq!(bare.metadata.as_str(), "{}");
     }
 
     /// Metadata must be a JSON object, in documents that arrive by sync as well as from
@@ -1144,45 +714,6 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(m.as_str()).unwrap(),
             tree
         );
-    }
-
-    /// The store keeps `document_json`'s output as the stored value: it must be exactly
-    /// what serde writes for the value, embedding and escapes included.
-    #[test]
-    fn document_json_is_the_values_serde_json() {
-        // Every ASCII character (escaped or not) alone and inside text, non-ASCII, the
-        // empty string, and text with nothing to escape.
-        let mut texts: Vec<String> = (0u8..128).map(|b| char::from(b).to_string()).collect();
-        texts.extend((0u8..128).map(|b| format!("ab{}cd\u{7f}", char::from(b))));
-        texts.extend([
-            "".into(),
-            "line\nüñí \u{1}".into(),
-            "plain text, / é 漢字".into(),
-        ]);
-        for (i, text) in texts.into_iter().enumerate() {
-            for embedding in [None, Some(vec![0.5f32, -1.0, 1e-7])] {
-                let document = Document {
-                    id: if i % 2 == 0 {
-                        "d\"1".into()
-                    } else {
-                        format!("doc-{i}")
-                    },
-                    content: text.clone(),
-                    metadata: Metadata::from_value(
-                        serde_json::json!({"b": [1, "x\t"], "a": {"z": null}, "n": 1.5}),
-                    )
-                    .unwrap(),
-                    embedding,
-                };
-                let fast = Value::document_json(&document).unwrap();
-                let value = Value::Document { document };
-                assert_eq!(
-                    fast,
-                    serde_json::to_string(&value).unwrap(),
-                    "text {text:?}"
-                );
-            }
-        }
     }
 
     #[test]

@@ -598,7 +598,7 @@ async fn change_pages_carry_their_watermark_in_headers() {
     use rag_sync::hlc::Hlc;
     use rag_sync::store::ChangeFilter;
     use rag_sync::sync::client::{build_client, ClientOptions, HttpSyncPeer};
-    use rag_sync::sync::{HAS_MORE_HEADER, WATERMARK_HEADER};
+    use rag_sync::wire::{HAS_MORE_HEADER, WATERMARK_HEADER};
 
     let n = TestNode::start("headers", 111, NodeOptions::default()).await;
     n.create_collection("docs", json!({})).await;

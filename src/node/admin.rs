@@ -5,18 +5,15 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::SyncConfig;
 use crate::error::{Error, Result};
-use crate::hlc::Hlc;
 use crate::http::{Json, Query};
-use crate::model::NodeId;
 use crate::node::NodeState;
-use crate::store::Backlog;
-use crate::sync::manager::PeerStatus;
-use crate::sync::server::{parse_collections, parse_hlc};
+use crate::wire::query::BacklogParams;
+use crate::wire::{Backlog, BacklogQuery, NodeStatus, SyncNowResponse};
 
 pub fn routes() -> Router<NodeState> {
     Router::new()
@@ -49,40 +46,16 @@ struct SyncQuery {
 async fn sync_now(
     State(s): State<NodeState>,
     Query(q): Query<SyncQuery>,
-) -> Result<Json<serde_json::Value>> {
-    let stats = match q.peer {
+) -> Result<Json<SyncNowResponse>> {
+    let peers = match q.peer {
         Some(p) => vec![s.manager.sync_with(&p).await?],
         None => s.manager.sync_all().await,
     };
-    Ok(Json(json!({ "peers": stats })))
-}
-
-/// `GET /admin/status`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node_id: NodeId,
-    pub incarnation: String,
-    /// Head of this node's change log.
-    pub watermark: Hlc,
-    /// Per origin node, the highest HLC of its writes applied here (for the GC horizon).
-    pub applied: std::collections::BTreeMap<NodeId, Hlc>,
-    pub gc_horizon: Option<Hlc>,
-    pub documents: u64,
-    pub tombstones: u64,
-    pub conflicts: u64,
-    /// Old versions in the log waiting to be deleted (space the store will reclaim).
-    #[serde(default)]
-    pub superseded: u64,
-    /// Commits not yet copied from the write-ahead log into the database file.
-    #[serde(default)]
-    pub checkpoint_pending: bool,
-    pub wall_ms: u64,
-    pub max_clock_drift_ms: u64,
-    pub peers: Vec<PeerStatus>,
+    Ok(Json(SyncNowResponse { peers }))
 }
 
 async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
-    let store = s.manager.store();
+    let store = &s.store;
     let stats = store.stats().await?;
     Ok(Json(NodeStatus {
         node_id: store.node_id(),
@@ -101,20 +74,12 @@ async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
     }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BacklogQuery {
-    since: Option<String>,
-    collections: Option<String>,
-}
-
 async fn backlog(
     State(s): State<NodeState>,
-    Query(q): Query<BacklogQuery>,
+    Query(params): Query<BacklogParams>,
 ) -> Result<Json<Backlog>> {
-    let since = parse_hlc(q.since.as_deref(), "since")?;
-    let collections = parse_collections(q.collections.as_deref(), "collections")?;
-    Ok(Json(s.manager.store().backlog(since, &collections).await?))
+    let q = BacklogQuery::parse(params)?;
+    Ok(Json(s.store.backlog(q.since, &q.collections).await?))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -122,8 +87,7 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(s): State<NodeState>) -> Result<Json<serde_json::Value>> {
-    s.manager
-        .store()
+    s.store
         .head()
         .await
         .map_err(|e| Error::Internal(format!("store not ready: {e}")))?;
@@ -132,7 +96,7 @@ async fn readyz(State(s): State<NodeState>) -> Result<Json<serde_json::Value>> {
 
 async fn metrics(State(s): State<NodeState>) -> Result<impl IntoResponse> {
     let m = s.manager.metrics();
-    let store = s.manager.store();
+    let store = &s.store;
     let stats = store.stats().await?;
     m.documents.set(stats.documents as i64);
     m.tombstones.set(stats.tombstones as i64);

@@ -3,14 +3,17 @@
 use axum::extract::State;
 use axum::routing::{get, put};
 use axum::Router;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::http::{Json, Path, Query};
-use crate::model::{CollectionSettings, Document, Metadata, Record, RecordKey, Value, Version};
+use crate::model::{Document, Metadata, Record, RecordKey, Value};
 use crate::node::NodeState;
-use crate::sync::server::parse_limit;
+use crate::wire::data::{
+    CollectionBody, CollectionDeleted, CollectionList, CollectionView, DocumentBody,
+    DocumentConflicts, DocumentDeleted, DocumentList, DocumentView,
+};
+use crate::wire::query::parse_limit;
 
 pub fn routes() -> Router<NodeState> {
     Router::new()
@@ -32,20 +35,6 @@ pub fn routes() -> Router<NodeState> {
         )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CollectionBody {
-    #[serde(default)]
-    settings: CollectionSettings,
-}
-
-#[derive(Serialize)]
-struct CollectionView {
-    name: String,
-    settings: CollectionSettings,
-    version: Version,
-}
-
 fn collection_view(r: Record) -> Result<CollectionView> {
     match r.value {
         Value::Collection { settings, .. } => Ok(CollectionView {
@@ -58,17 +47,6 @@ fn collection_view(r: Record) -> Result<CollectionView> {
             r.key.collection
         ))),
     }
-}
-
-/// A document as the data API shows it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DocumentView {
-    pub id: String,
-    pub content: String,
-    pub metadata: Metadata,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding: Option<Vec<f32>>,
-    pub version: Version,
 }
 
 fn document_view(r: Record) -> Result<DocumentView> {
@@ -87,16 +65,15 @@ fn document_view(r: Record) -> Result<DocumentView> {
     }
 }
 
-async fn list_collections(State(s): State<NodeState>) -> Result<Json<serde_json::Value>> {
+async fn list_collections(State(s): State<NodeState>) -> Result<Json<CollectionList>> {
     let list = s
-        .manager
-        .store()
+        .store
         .list_collections()
         .await?
         .into_iter()
         .map(collection_view)
         .collect::<Result<Vec<_>>>()?;
-    Ok(Json(json!({ "collections": list })))
+    Ok(Json(CollectionList { collections: list }))
 }
 
 async fn put_collection(
@@ -104,11 +81,7 @@ async fn put_collection(
     Path(name): Path<String>,
     Json(body): Json<CollectionBody>,
 ) -> Result<Json<CollectionView>> {
-    let r = s
-        .manager
-        .store()
-        .put_collection(&name, body.settings)
-        .await?;
+    let r = s.store.put_collection(&name, body.settings).await?;
     Ok(Json(collection_view(r)?))
 }
 
@@ -117,7 +90,7 @@ async fn get_collection(
     Path(name): Path<String>,
 ) -> Result<Json<CollectionView>> {
     crate::model::validate_name(&name).map_err(Error::BadRequest)?;
-    match s.manager.store().get_collection(&name).await? {
+    match s.store.get_collection(&name).await? {
         Some(r) => Ok(Json(collection_view(r)?)),
         None => Err(Error::NotFound(format!(
             "collection '{name}' does not exist"
@@ -128,25 +101,13 @@ async fn get_collection(
 async fn delete_collection(
     State(s): State<NodeState>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>> {
-    let r = s.manager.store().delete_collection(&name).await?;
-    Ok(Json(
-        json!({"name": name, "deleted": true, "version": r.version}),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DocumentBody {
-    content: String,
-    #[serde(default = "empty_object")]
-    metadata: serde_json::Value,
-    #[serde(default)]
-    embedding: Option<Vec<f32>>,
-}
-
-fn empty_object() -> serde_json::Value {
-    json!({})
+) -> Result<Json<CollectionDeleted>> {
+    let r = s.store.delete_collection(&name).await?;
+    Ok(Json(CollectionDeleted {
+        name,
+        deleted: true,
+        version: r.version,
+    }))
 }
 
 async fn put_document(
@@ -160,7 +121,7 @@ async fn put_document(
         metadata: Metadata::from_value(body.metadata).map_err(Error::bad)?,
         embedding: body.embedding,
     };
-    let r = s.manager.store().put_document(&name, doc).await?;
+    let r = s.store.put_document(&name, doc).await?;
     Ok(Json(document_view(r)?))
 }
 
@@ -170,7 +131,7 @@ async fn get_document(
 ) -> Result<Json<DocumentView>> {
     crate::model::validate_name(&name).map_err(Error::BadRequest)?;
     crate::model::validate_doc_id(&id).map_err(Error::BadRequest)?;
-    let store = s.manager.store();
+    let store = &s.store;
     if store.get_collection(&name).await?.is_none() {
         return Err(Error::NotFound(format!(
             "collection '{name}' does not exist"
@@ -187,11 +148,13 @@ async fn get_document(
 async fn delete_document(
     State(s): State<NodeState>,
     Path((name, id)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>> {
-    let r = s.manager.store().delete_document(&name, &id).await?;
-    Ok(Json(
-        json!({"id": id, "deleted": true, "version": r.version}),
-    ))
+) -> Result<Json<DocumentDeleted>> {
+    let r = s.store.delete_document(&name, &id).await?;
+    Ok(Json(DocumentDeleted {
+        id,
+        deleted: true,
+        version: r.version,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -205,10 +168,10 @@ async fn list_documents(
     State(s): State<NodeState>,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<DocumentList>> {
     crate::model::validate_name(&name).map_err(Error::BadRequest)?;
     let limit = parse_limit(q.limit.as_deref(), 100, 1000)?;
-    let store = s.manager.store();
+    let store = &s.store;
     if store.get_collection(&name).await?.is_none() {
         return Err(Error::NotFound(format!(
             "collection '{name}' does not exist"
@@ -222,16 +185,19 @@ async fn list_documents(
         .into_iter()
         .map(document_view)
         .collect::<Result<Vec<_>>>()?;
-    Ok(Json(json!({"documents": docs, "next": page.next})))
+    Ok(Json(DocumentList {
+        documents: docs,
+        next: page.next,
+    }))
 }
 
 async fn document_conflicts(
     State(s): State<NodeState>,
     Path((name, id)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<DocumentConflicts>> {
     crate::model::validate_name(&name).map_err(Error::BadRequest)?;
     crate::model::validate_doc_id(&id).map_err(Error::BadRequest)?;
-    let store = s.manager.store();
+    let store = &s.store;
     if store
         .get_record(&RecordKey::document(&name, &id))
         .await?
@@ -242,6 +208,6 @@ async fn document_conflicts(
         )));
     }
     let entries = store.conflicts(Some(&name), Some(&id)).await?;
-    let losers: Vec<_> = entries.into_iter().flat_map(|e| e.losers).collect();
-    Ok(Json(json!({"id": id, "conflicts": losers})))
+    let conflicts = entries.into_iter().flat_map(|e| e.losers).collect();
+    Ok(Json(DocumentConflicts { id, conflicts }))
 }

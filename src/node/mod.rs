@@ -12,6 +12,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::store::Store;
 use crate::sync::SyncManager;
 
 /// Largest data API body (one document with its embedding).
@@ -35,9 +36,10 @@ pub fn nodelay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
-/// Everything a handler needs.
+/// Everything a handler needs: the store for data and status, the manager for sync.
 #[derive(Clone)]
 pub struct NodeState {
+    pub store: Arc<dyn Store>,
     pub manager: Arc<SyncManager>,
 }
 
@@ -45,6 +47,7 @@ pub struct NodeState {
 /// authentication (when `token` is set), compression both ways and request tracing.
 pub fn app(manager: Arc<SyncManager>, token: Option<Arc<str>>) -> Router {
     let state = NodeState {
+        store: manager.store().clone(),
         manager: manager.clone(),
     };
     let node_routes = data::routes()

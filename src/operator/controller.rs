@@ -24,7 +24,6 @@ use serde_json::json;
 
 use crate::config::SyncConfig;
 use crate::hlc::Hlc;
-use crate::node::admin::NodeStatus;
 use crate::operator::conditions::{self, reason, Status};
 use crate::operator::crd::{
     EdgeStatus, MemberStatus, SyncPeer, SyncPeerStatus, SyncPolicy, SyncPolicyStatus,
@@ -34,6 +33,7 @@ use crate::operator::metrics::OperatorMetrics;
 use crate::operator::node_client::NodeClient;
 use crate::operator::selector;
 use crate::operator::topology::{self, Member, Mode, Plan};
+use crate::wire::NodeStatus;
 
 /// Field manager for server-side apply of status.
 pub const FIELD_MANAGER: &str = "rag-sync-operator";

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::SyncConfig;
-use crate::node::admin::NodeStatus;
-use crate::store::Backlog;
-use crate::sync::WatermarkResponse;
+use crate::wire::Backlog;
+use crate::wire::NodeStatus;
+use crate::wire::WatermarkResponse;
 
 /// Talks to nodes with an optional bearer token.
 #[derive(Clone)]

@@ -16,117 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConflictStrategy, SyncConfig};
 use crate::error::Result;
 use crate::hlc::{Hlc, HlcClock};
-use crate::model::{
-    Change, CollectionSettings, ConflictVersion, Document, NodeId, Record, Version,
-};
+use crate::model::{Change, CollectionSettings, Document, NodeId, Record};
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
-
-/// Which changes a pull wants.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChangeFilter {
-    /// Only these collections; empty means all.
-    pub collections: Vec<String>,
-    /// Never these collections (e.g. while their embedding settings disagree).
-    pub exclude_collections: Vec<String>,
-    /// Leave out entries that are only the puller's own writes (echo suppression).
-    pub exclude_origin: Option<NodeId>,
-}
-
-impl ChangeFilter {
-    /// Whether `change` passes. Echo suppression drops an entry only when its whole history
-    /// is the excluded node's and it carries no conflicts, so merged versions still flow back.
-    pub fn admits(&self, change: &Change) -> bool {
-        if !self.collections.is_empty()
-            && !self
-                .collections
-                .iter()
-                .any(|c| c == change.body.collection())
-        {
-            return false;
-        }
-        if self
-            .exclude_collections
-            .iter()
-            .any(|c| c == change.body.collection())
-        {
-            return false;
-        }
-        if let Some(origin) = self.exclude_origin {
-            let own_only = change.version.node == origin
-                && change.version.vv.0.keys().all(|n| *n == origin)
-                && change.conflicts.is_empty();
-            if own_only {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// One page of the change log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChangesPage {
-    pub changes: Vec<Change>,
-    /// Where the next page starts: the last entry read, or the head of the read snapshot.
-    pub watermark: Hlc,
-    pub has_more: bool,
-}
-
-/// Where a page of the change log is written as JSON: a plain buffer, or a zstd stream
-/// (compressed as it is written, so a large page never sits in memory uncompressed).
-pub enum PageWriter {
-    Plain(Vec<u8>),
-    Zstd(Box<zstd::stream::Encoder<'static, Vec<u8>>>),
-}
-
-impl std::fmt::Debug for PageWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PageWriter::Plain(v) => write!(f, "PageWriter::Plain({} bytes)", v.len()),
-            PageWriter::Zstd(_) => f.write_str("PageWriter::Zstd"),
-        }
-    }
-}
-
-impl PageWriter {
-    pub fn plain() -> Self {
-        PageWriter::Plain(Vec::with_capacity(64 * 1024))
-    }
-
-    /// A zstd stream at `level`.
-    pub fn zstd(level: i32) -> Result<Self> {
-        let enc = zstd::stream::Encoder::new(Vec::with_capacity(64 * 1024), level)
-            .map_err(|e| crate::error::Error::Internal(format!("zstd: {e}")))?;
-        Ok(PageWriter::Zstd(Box::new(enc)))
-    }
-
-    pub fn is_compressed(&self) -> bool {
-        matches!(self, PageWriter::Zstd(_))
-    }
-
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        match self {
-            PageWriter::Plain(v) => {
-                v.extend_from_slice(bytes);
-                Ok(())
-            }
-            PageWriter::Zstd(e) => std::io::Write::write_all(e, bytes)
-                .map_err(|e| crate::error::Error::Internal(format!("zstd: {e}"))),
-        }
-    }
-
-    /// The bytes written (compressed, for a zstd stream).
-    pub fn finish(self) -> Result<Vec<u8>> {
-        match self {
-            PageWriter::Plain(v) => Ok(v),
-            PageWriter::Zstd(e) => e
-                .finish()
-                .map_err(|e| crate::error::Error::Internal(format!("zstd: {e}"))),
-        }
-    }
-}
+// The wire types in `Store`'s signatures, for implementers.
+pub use crate::wire::query::ChangeFilter;
+pub use crate::wire::{Backlog, ChangesPage, ConflictEntry, ConflictReport, PageWriter};
 
 /// What a page written by [`Store::write_changes`] held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,17 +109,6 @@ pub enum ApplyMode {
     Prefix,
 }
 
-/// A conflict resolved while applying.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConflictReport {
-    pub collection: String,
-    pub kind: crate::model::Kind,
-    pub id: String,
-    pub winner: Version,
-    pub loser_hlc: Hlc,
-    pub loser_node: NodeId,
-}
-
 /// Incoming changes with the work [`Store::prepare_changes`] did on them.
 #[derive(Debug, Default)]
 pub struct PreparedChanges {
@@ -267,23 +152,6 @@ pub struct ApplyReport {
     pub stopped: Option<crate::error::Error>,
     /// The checkpoint saved with the batch, if any.
     pub checkpoint: Option<Hlc>,
-}
-
-/// How much of the log lies after a cursor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Backlog {
-    pub pending: u64,
-    pub oldest: Option<Hlc>,
-}
-
-/// A record's retained conflicts, for the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConflictEntry {
-    pub collection: String,
-    pub kind: crate::model::Kind,
-    pub id: String,
-    pub winner: Version,
-    pub losers: Vec<ConflictVersion>,
 }
 
 /// Counts for status and metrics.

@@ -1577,7 +1577,7 @@ impl Store for SqliteStore {
             .map(|c| match &c.body {
                 ChangeBody::DocumentInsert { document, .. }
                 | ChangeBody::DocumentUpdate { document, .. } => {
-                    Value::document_json(document).ok()
+                    crate::wire::codec::document_json(document).ok()
                 }
                 _ => None,
             })

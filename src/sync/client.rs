@@ -10,10 +10,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::model::Change;
-use crate::store::ChangeFilter;
-use crate::sync::{
-    ChangesResponse, CollectionsResponse, PushRequest, PushResponse, WatermarkResponse,
-    HAS_MORE_HEADER, WATERMARK_HEADER,
+use crate::wire::{
+    ChangeFilter, ChangesPage, ChangesQuery, CollectionsResponse, PushRequest, PushResponse,
+    WatermarkResponse, HAS_MORE_HEADER, WATERMARK_HEADER,
 };
 
 /// Client settings shared by all peers of a node.
@@ -203,7 +202,7 @@ impl HttpSyncPeer {
         since: Hlc,
         limit: usize,
         filter: &ChangeFilter,
-    ) -> Result<ChangesResponse> {
+    ) -> Result<ChangesPage> {
         self.changes_raw(since, limit, filter).await?.decode()
     }
 
@@ -216,19 +215,12 @@ impl HttpSyncPeer {
         limit: usize,
         filter: &ChangeFilter,
     ) -> Result<RawPage> {
-        let mut q = format!("/sync/changes?since={since}&limit={limit}");
-        if !filter.collections.is_empty() {
-            q.push_str("&collections=");
-            q.push_str(&filter.collections.join(","));
+        let q = ChangesQuery {
+            since,
+            limit,
+            filter: filter.clone(),
         }
-        if !filter.exclude_collections.is_empty() {
-            q.push_str("&exclude_collections=");
-            q.push_str(&filter.exclude_collections.join(","));
-        }
-        if let Some(o) = filter.exclude_origin {
-            q.push_str("&exclude_origin=");
-            q.push_str(&o.to_hex());
-        }
+        .to_path_and_query();
         let (headers, body) = self.fetch(Method::GET, &q, None, None).await?;
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let next = match (header(WATERMARK_HEADER), header(HAS_MORE_HEADER)) {
@@ -283,8 +275,8 @@ impl RawPage {
     /// Decodes the page (CPU work: a few milliseconds for a thousand documents). A page
     /// whose body disagrees with its headers is refused: its successor was requested from
     /// the headers' watermark.
-    pub fn decode(self) -> Result<ChangesResponse> {
-        let page: ChangesResponse = self.peer.decode(&self.path_and_query, &self.body)?;
+    pub fn decode(self) -> Result<ChangesPage> {
+        let page: ChangesPage = self.peer.decode(&self.path_and_query, &self.body)?;
         if let Some((watermark, has_more)) = self.next {
             if (watermark, has_more) != (page.watermark, page.has_more) {
                 return Err(self.peer.err(format!(

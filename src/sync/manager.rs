@@ -5,65 +5,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::{PeerConfig, SyncConfig};
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
-use crate::model::NodeId;
 use crate::store::{
-    ApplyMode, ChangeFilter, Checkpoint, CheckpointDirection, CheckpointKey, PageWriter,
-    PreparedChanges, Store,
+    ApplyMode, Checkpoint, CheckpointDirection, CheckpointKey, PreparedChanges, Store,
 };
 use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer, RawPage};
+use crate::sync::embedding::{embedding_mismatches, local_collections};
 use crate::sync::metrics::Metrics;
-use crate::sync::{embedding_mismatches, server::local_collections};
-
-/// Result of one round with one peer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PeerRoundStats {
-    pub peer_id: String,
-    /// Remote changes that altered local state.
-    pub pulled: u64,
-    /// Local changes sent to the peer.
-    pub pushed: u64,
-    pub conflicts: u64,
-    pub duration_ms: u64,
-    pub error: Option<String>,
-}
-
-/// What a node knows about one peer, for `/admin/status`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub peer_id: String,
-    pub endpoint: String,
-    pub direction: crate::config::Direction,
-    pub collections: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub exclude_collections: Vec<String>,
-    pub node_id: Option<NodeId>,
-    pub incarnation: Option<String>,
-    /// Position in the peer's log up to which this node has applied (pull).
-    pub checkpoint: Option<Hlc>,
-    /// Position in this node's log the peer has accepted (push).
-    pub push_checkpoint: Option<Hlc>,
-    /// The peer's log head at the last round.
-    pub peer_watermark: Option<Hlc>,
-    pub last_success_ms: Option<u64>,
-    /// Last successful round that moved changes (or the first success): when data last
-    /// flowed. Quiet rounds leave it alone, so a quiet cluster reports still times.
-    #[serde(default)]
-    pub last_transfer_ms: Option<u64>,
-    pub last_attempt_ms: Option<u64>,
-    pub last_error: Option<String>,
-    pub pulled_total: u64,
-    pub pushed_total: u64,
-    pub conflicts_total: u64,
-    /// Collections whose sync with this peer is stopped (embedding settings disagree).
-    pub blocked_collections: Vec<String>,
-}
+use crate::wire::page::PAGE_ZSTD_LEVEL;
+use crate::wire::{ChangeFilter, PageWriter, PeerRoundStats, PeerStatus, WatermarkResponse};
 
 struct PeerRuntime {
     config: PeerConfig,
@@ -122,9 +77,8 @@ fn ready(page: Result<PulledPage>) -> DecodingPage {
 }
 
 /// The node's page decoder: one thread for every pull, so that decoding, which allocates
-/// every document of every page, keeps to one malloc arena. On tokio's blocking pool pages
-/// were decoded on many threads, each with an arena of its own, and the peak RSS of a node
-/// of the 5-node mesh benchmark rose from about 90 MiB to 110-136 MiB.
+/// every document of every page, keeps to one malloc arena (decoding on many threads gave
+/// each its own arena and raised the peak RSS; see benches/README.md).
 struct Decoder(std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>);
 
 impl Decoder {
@@ -316,9 +270,8 @@ impl SyncManager {
         Ok(self.sync_round(peer_id, false).await)
     }
 
-    /// After a partition heals: a normal round, then an anti-entropy check that both sides
-    /// hold the same records (digest of every record's version); on a mismatch, a full
-    /// resync from the start of both logs repairs whatever the log path missed.
+    /// After a partition heals: a normal round, then (if it succeeded) a full round from the
+    /// start of both logs, ignoring checkpoints, which repairs whatever the log path missed.
     pub async fn recover_from_partition(&self, peer_id: &str) -> Result<PeerRoundStats> {
         let first = self.sync_with(peer_id).await?;
         if first.error.is_some() {
@@ -419,7 +372,7 @@ impl SyncManager {
         }
         // RAG safety: never mix vectors of different embedding models.
         let remote = client.collections().await?.collections;
-        let local = local_collections(self).await?;
+        let local = local_collections(&*self.store).await?;
         let blocked: Vec<(String, String)> = embedding_mismatches(&local, &remote)
             .into_iter()
             .filter(|(c, _)| cfg.collections.is_empty() || cfg.collections.contains(c))
@@ -470,7 +423,7 @@ impl SyncManager {
         &self,
         cfg: &PeerConfig,
         client: &HttpSyncPeer,
-        wm: &crate::sync::WatermarkResponse,
+        wm: &WatermarkResponse,
         filter: &ChangeFilter,
         strategy: crate::config::ConflictStrategy,
         batch: usize,
@@ -488,15 +441,11 @@ impl SyncManager {
         if cursor > Hlc::ZERO {
             filter.exclude_origin = Some(self.store.node_id());
         }
-        // A pipeline of three stages that run at once: the fetcher requests each page as
-        // soon as it knows where that page starts (from the previous page's headers, before
-        // decoding it), each page is decoded on the node's decoder thread, and the applier applies
-        // whatever is decoded, up to `GROUP_CHANGES` changes, in one transaction with the
-        // checkpoint of the last page in it. A page is only requested once it has a place in
-        // the queue, so at most `depth` pages are fetched, decoding or queued (and one more
-        // held by the applier) while one group is applied: a few MiB at the default page size.
-        // And only with its share of the node's page budget, which bounds what pulls from
-        // many peers at once hold while they wait for the writer.
+        // Three stages at once: the fetcher asks for each page as soon as the previous
+        // page's headers say where it starts, the decoder thread decodes it, and the applier
+        // applies what is decoded, up to `GROUP_CHANGES` changes per transaction with the
+        // checkpoint of its last page. A page is requested only with a place in the queue and
+        // its share of the page budget, which bounds the memory of many concurrent pulls.
         let depth = (2048 / batch.max(1)).clamp(1, 2);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<DecodingPage>(depth);
         let fetcher = {
@@ -566,7 +515,7 @@ impl SyncManager {
         &self,
         cfg: &PeerConfig,
         key: &CheckpointKey,
-        wm: &crate::sync::WatermarkResponse,
+        wm: &WatermarkResponse,
         strategy: crate::config::ConflictStrategy,
         rx: &mut tokio::sync::mpsc::Receiver<DecodingPage>,
         batch: usize,
@@ -652,7 +601,7 @@ impl SyncManager {
         &self,
         cfg: &PeerConfig,
         client: &HttpSyncPeer,
-        wm: &crate::sync::WatermarkResponse,
+        wm: &WatermarkResponse,
         filter: &ChangeFilter,
         batch: usize,
         full: bool,
@@ -669,13 +618,13 @@ impl SyncManager {
         }
         loop {
             // The page travels as the store wrote it (for SQLite, the stored JSON), compressed.
-            let mut out = PageWriter::zstd(crate::sync::server::PAGE_ZSTD_LEVEL)?;
-            out.write(b"{\"changes\":")?;
+            let mut out = PageWriter::zstd(PAGE_ZSTD_LEVEL)?;
+            out.begin_changes()?;
             let (mut out, page) = self
                 .store
                 .write_changes(cursor, batch, &filter, out)
                 .await?;
-            out.write(format!(",\"source_watermark\":\"{}\"}}", page.watermark).as_bytes())?;
+            out.end_push(page.watermark)?;
             if page.count > 0 {
                 let n = page.count as u64;
                 let resp = client.push_json(out.finish()?, true).await?;

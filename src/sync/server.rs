@@ -11,19 +11,20 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::hlc::Hlc;
 use crate::http::{Json, Query};
-use crate::model::{validate_name, NodeId, Value};
-use crate::store::{ApplyMode, ChangeFilter, ConflictEntry, PageWriter};
-use crate::sync::{
-    CollectionSummary, CollectionsResponse, PushRequest, PushResponse, SyncManager,
+use crate::model::validate_name;
+use crate::store::ApplyMode;
+use crate::sync::embedding::local_collections;
+use crate::sync::SyncManager;
+use crate::wire::page::PAGE_ZSTD_LEVEL;
+use crate::wire::query::ChangesParams;
+use crate::wire::{
+    ChangesQuery, CollectionsResponse, ConflictsResponse, PageWriter, PushRequest, PushResponse,
     WatermarkResponse, HAS_MORE_HEADER, MAX_PAGE, WATERMARK_HEADER,
 };
 
 /// Largest `POST /sync/changes` body (after decompression).
 pub const MAX_PUSH_BODY: usize = 64 * 1024 * 1024;
-/// Default page size when `limit` is absent.
-pub const DEFAULT_PAGE: usize = 1000;
 
 /// The sync router: `/sync/watermark`, `/sync/changes` (GET and POST), `/sync/conflicts`,
 /// `/sync/collections`.
@@ -52,56 +53,6 @@ async fn watermark(State(m): State<Arc<SyncManager>>) -> Result<Json<WatermarkRe
     }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangesQuery {
-    since: Option<String>,
-    limit: Option<String>,
-    collections: Option<String>,
-    exclude_collections: Option<String>,
-    exclude_origin: Option<String>,
-}
-
-/// Parses a comma-separated list of collection names (empty means none).
-pub fn parse_collections(param: Option<&str>, field: &str) -> Result<Vec<String>> {
-    let Some(s) = param else {
-        return Ok(Vec::new());
-    };
-    s.split(',')
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            validate_name(c)
-                .map(|_| c.to_string())
-                .map_err(|e| Error::bad(format!("{field}: {e}")))
-        })
-        .collect()
-}
-
-/// Parses `limit`: a positive integer, clamped to `max`.
-pub fn parse_limit(param: Option<&str>, default: usize, max: usize) -> Result<usize> {
-    match param {
-        None => Ok(default),
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if n >= 1 => Ok((n as usize).min(max)),
-            Ok(n) => Err(Error::bad(format!("limit must be at least 1, got {n}"))),
-            Err(_) => Err(Error::bad(format!(
-                "limit must be a positive integer, got '{s}'"
-            ))),
-        },
-    }
-}
-
-pub fn parse_hlc(param: Option<&str>, field: &str) -> Result<Hlc> {
-    match param {
-        None => Ok(Hlc::ZERO),
-        Some(s) => Hlc::from_hex(s).map_err(|e| Error::bad(format!("{field}: {e}"))),
-    }
-}
-
-/// Level of the zstd compression of change pages, both ways (see
-/// [`crate::node::RESPONSE_COMPRESSION`]).
-pub const PAGE_ZSTD_LEVEL: i32 = 1;
-
 /// Whether an `Accept-Encoding` header admits `coding` (present, and not with `q=0`).
 fn accepts(headers: &axum::http::HeaderMap, coding: &str) -> bool {
     headers
@@ -129,36 +80,21 @@ fn accepts(headers: &axum::http::HeaderMap, coding: &str) -> bool {
 async fn changes(
     State(m): State<Arc<SyncManager>>,
     headers: axum::http::HeaderMap,
-    Query(q): Query<ChangesQuery>,
+    Query(params): Query<ChangesParams>,
 ) -> Result<Response> {
-    let since = parse_hlc(q.since.as_deref(), "since")?;
-    let limit = parse_limit(q.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
-    let filter = ChangeFilter {
-        collections: parse_collections(q.collections.as_deref(), "collections")?,
-        exclude_collections: parse_collections(
-            q.exclude_collections.as_deref(),
-            "exclude_collections",
-        )?,
-        exclude_origin: q
-            .exclude_origin
-            .as_deref()
-            .map(|s| NodeId::from_hex(s).map_err(|e| Error::bad(format!("exclude_origin: {e}"))))
-            .transpose()?,
-    };
+    let ChangesQuery {
+        since,
+        limit,
+        filter,
+    } = ChangesQuery::parse(params)?;
     let mut out = if accepts(&headers, "zstd") {
         PageWriter::zstd(PAGE_ZSTD_LEVEL)?
     } else {
         PageWriter::plain()
     };
-    out.write(b"{\"changes\":")?;
+    out.begin_changes()?;
     let (mut out, page) = m.store().write_changes(since, limit, &filter, out).await?;
-    out.write(
-        format!(
-            ",\"watermark\":\"{}\",\"has_more\":{}}}",
-            page.watermark, page.has_more
-        )
-        .as_bytes(),
-    )?;
+    out.end_page(page.watermark, page.has_more)?;
     m.metrics().served_changes(page.count);
     // Where the next page starts, also in headers: a client can request it before it has
     // decoded this one.
@@ -219,32 +155,17 @@ struct ConflictsQuery {
 async fn conflicts(
     State(m): State<Arc<SyncManager>>,
     Query(q): Query<ConflictsQuery>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<ConflictsResponse>> {
     if let Some(c) = &q.collection {
         validate_name(c).map_err(Error::BadRequest)?;
     }
-    let list: Vec<ConflictEntry> = m.store().conflicts(q.collection.as_deref(), None).await?;
-    Ok(Json(serde_json::json!({ "conflicts": list })))
+    Ok(Json(ConflictsResponse {
+        conflicts: m.store().conflicts(q.collection.as_deref(), None).await?,
+    }))
 }
 
 async fn collections(State(m): State<Arc<SyncManager>>) -> Result<Json<CollectionsResponse>> {
     Ok(Json(CollectionsResponse {
-        collections: local_collections(&m).await?,
+        collections: local_collections(&**m.store()).await?,
     }))
-}
-
-/// This node's live collections and their embedding settings.
-pub async fn local_collections(m: &SyncManager) -> Result<Vec<CollectionSummary>> {
-    Ok(m.store()
-        .list_collections()
-        .await?
-        .into_iter()
-        .filter_map(|r| match r.value {
-            Value::Collection { settings, .. } => Some(CollectionSummary {
-                name: r.key.collection,
-                embedding: settings.embedding,
-            }),
-            _ => None,
-        })
-        .collect())
 }

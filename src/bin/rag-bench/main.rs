@@ -28,7 +28,7 @@ use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use rag_sync::hlc::HlcClock;
 use rag_sync::model::{Change, ChangeBody, Document, Metadata, NodeId, Version, VersionVector};
-use rag_sync::sync::PushRequest;
+use rag_sync::wire::PushRequest;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1251,8 +1251,8 @@ async fn main() -> Result<()> {
     if args.docs == 0 || args.runs == 0 || args.batch_size == 0 {
         bail!("--docs, --runs and --batch-size must be positive");
     }
-    if args.batch_size > rag_sync::sync::MAX_PAGE {
-        bail!("--batch-size is at most {}", rag_sync::sync::MAX_PAGE);
+    if args.batch_size > rag_sync::wire::MAX_PAGE {
+        bail!("--batch-size is at most {}", rag_sync::wire::MAX_PAGE);
     }
     let root = std::env::temp_dir().join(format!("rag-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;

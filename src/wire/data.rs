@@ -1,0 +1,84 @@
+//! Bodies of the data API (`/collections/...`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{CollectionSettings, ConflictVersion, Metadata, Version};
+
+/// `PUT /collections/{name}` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionBody {
+    #[serde(default)]
+    pub settings: CollectionSettings,
+}
+
+/// A collection as the data API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionView {
+    pub name: String,
+    pub settings: CollectionSettings,
+    pub version: Version,
+}
+
+/// `GET /collections`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionList {
+    pub collections: Vec<CollectionView>,
+}
+
+/// `PUT /collections/{name}/documents/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentBody {
+    pub content: String,
+    #[serde(default = "empty_object")]
+    pub metadata: serde_json::Value,
+    #[serde(default)]
+    pub embedding: Option<Vec<f32>>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// A document as the data API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentView {
+    pub id: String,
+    pub content: String,
+    pub metadata: Metadata,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    pub version: Version,
+}
+
+/// `GET /collections/{name}/documents`: a page in id order; `next` is the `after` of the
+/// next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentView>,
+    pub next: Option<String>,
+}
+
+/// `DELETE /collections/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionDeleted {
+    pub name: String,
+    pub deleted: bool,
+    pub version: Version,
+}
+
+/// `DELETE /collections/{name}/documents/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentDeleted {
+    pub id: String,
+    pub deleted: bool,
+    pub version: Version,
+}
+
+/// `GET /collections/{name}/documents/{id}/conflicts`: the losing versions it keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentConflicts {
+    pub id: String,
+    pub conflicts: Vec<ConflictVersion>,
+}

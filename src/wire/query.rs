@@ -1,0 +1,255 @@
+//! Query parameters: encoded by the clients, parsed (with a 400 that names the parameter)
+//! by the servers.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::hlc::Hlc;
+use crate::model::{validate_name, Change, NodeId};
+use crate::wire::sync::{DEFAULT_PAGE, MAX_PAGE};
+
+/// Which changes a pull wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeFilter {
+    /// Only these collections; empty means all.
+    pub collections: Vec<String>,
+    /// Never these collections (e.g. while their embedding settings disagree).
+    pub exclude_collections: Vec<String>,
+    /// Leave out entries that are only the puller's own writes (echo suppression).
+    pub exclude_origin: Option<NodeId>,
+}
+
+impl ChangeFilter {
+    /// Whether `change` passes. Echo suppression drops an entry only when its whole history
+    /// is the excluded node's and it carries no conflicts, so merged versions still flow back.
+    pub fn admits(&self, change: &Change) -> bool {
+        if !self.collections.is_empty()
+            && !self
+                .collections
+                .iter()
+                .any(|c| c == change.body.collection())
+        {
+            return false;
+        }
+        if self
+            .exclude_collections
+            .iter()
+            .any(|c| c == change.body.collection())
+        {
+            return false;
+        }
+        if let Some(origin) = self.exclude_origin {
+            let own_only = change.version.node == origin
+                && change.version.vv.0.keys().all(|n| *n == origin)
+                && change.conflicts.is_empty();
+            if own_only {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `GET /sync/changes?since=&limit=&collections=&exclude_collections=&exclude_origin=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangesQuery {
+    pub since: Hlc,
+    pub limit: usize,
+    pub filter: ChangeFilter,
+}
+
+/// The raw parameters of [`ChangesQuery`], as axum's `Query` extracts them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesParams {
+    since: Option<String>,
+    limit: Option<String>,
+    collections: Option<String>,
+    exclude_collections: Option<String>,
+    exclude_origin: Option<String>,
+}
+
+impl ChangesQuery {
+    /// The path and query of the request.
+    pub fn to_path_and_query(&self) -> String {
+        let mut q = format!("/sync/changes?since={}&limit={}", self.since, self.limit);
+        push_list(&mut q, "collections", &self.filter.collections);
+        push_list(
+            &mut q,
+            "exclude_collections",
+            &self.filter.exclude_collections,
+        );
+        if let Some(o) = self.filter.exclude_origin {
+            q.push_str("&exclude_origin=");
+            q.push_str(&o.to_hex());
+        }
+        q
+    }
+
+    pub fn parse(p: ChangesParams) -> Result<ChangesQuery> {
+        Ok(ChangesQuery {
+            since: parse_hlc(p.since.as_deref(), "since")?,
+            limit: parse_limit(p.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?,
+            filter: ChangeFilter {
+                collections: parse_collections(p.collections.as_deref(), "collections")?,
+                exclude_collections: parse_collections(
+                    p.exclude_collections.as_deref(),
+                    "exclude_collections",
+                )?,
+                exclude_origin: p
+                    .exclude_origin
+                    .as_deref()
+                    .map(|s| {
+                        NodeId::from_hex(s).map_err(|e| Error::bad(format!("exclude_origin: {e}")))
+                    })
+                    .transpose()?,
+            },
+        })
+    }
+}
+
+/// `GET /admin/backlog?since=&collections=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogQuery {
+    pub since: Hlc,
+    pub collections: Vec<String>,
+}
+
+/// The raw parameters of [`BacklogQuery`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacklogParams {
+    since: Option<String>,
+    collections: Option<String>,
+}
+
+impl BacklogQuery {
+    pub fn to_path_and_query(&self) -> String {
+        let mut q = format!("/admin/backlog?since={}", self.since);
+        push_list(&mut q, "collections", &self.collections);
+        q
+    }
+
+    pub fn parse(p: BacklogParams) -> Result<BacklogQuery> {
+        Ok(BacklogQuery {
+            since: parse_hlc(p.since.as_deref(), "since")?,
+            collections: parse_collections(p.collections.as_deref(), "collections")?,
+        })
+    }
+}
+
+fn push_list(q: &mut String, name: &str, list: &[String]) {
+    if !list.is_empty() {
+        q.push('&');
+        q.push_str(name);
+        q.push('=');
+        q.push_str(&list.join(","));
+    }
+}
+
+/// Parses a comma-separated list of collection names (empty means none).
+pub fn parse_collections(param: Option<&str>, field: &str) -> Result<Vec<String>> {
+    let Some(s) = param else {
+        return Ok(Vec::new());
+    };
+    s.split(',')
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            validate_name(c)
+                .map(|_| c.to_string())
+                .map_err(|e| Error::bad(format!("{field}: {e}")))
+        })
+        .collect()
+}
+
+/// Parses `limit`: a positive integer, clamped to `max`.
+pub fn parse_limit(param: Option<&str>, default: usize, max: usize) -> Result<usize> {
+    match param {
+        None => Ok(default),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 1 => Ok((n as usize).min(max)),
+            Ok(n) => Err(Error::bad(format!("limit must be at least 1, got {n}"))),
+            Err(_) => Err(Error::bad(format!(
+                "limit must be a positive integer, got '{s}'"
+            ))),
+        },
+    }
+}
+
+/// Parses an HLC in hex; absent means zero.
+pub fn parse_hlc(param: Option<&str>, field: &str) -> Result<Hlc> {
+    match param {
+        None => Ok(Hlc::ZERO),
+        Some(s) => Hlc::from_hex(s).map_err(|e| Error::bad(format!("{field}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(query: &str) -> ChangesParams {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let map: serde_json::Map<String, serde_json::Value> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(map)).unwrap()
+    }
+
+    #[test]
+    fn a_changes_query_reads_back_what_the_client_wrote() {
+        let q = ChangesQuery {
+            since: Hlc::new(1_700_000_000_000, 5),
+            limit: 250,
+            filter: ChangeFilter {
+                collections: vec!["a".into(), "b".into()],
+                exclude_collections: vec!["z".into()],
+                exclude_origin: Some(NodeId(0x2a)),
+            },
+        };
+        let written = q.to_path_and_query();
+        let query = written.strip_prefix("/sync/changes?").unwrap();
+        assert_eq!(ChangesQuery::parse(params(query)).unwrap(), q);
+    }
+
+    #[test]
+    fn a_limit_above_the_largest_page_is_clamped_and_bad_ones_are_named() {
+        assert_eq!(
+            ChangesQuery::parse(params("limit=999999")).unwrap().limit,
+            MAX_PAGE
+        );
+        assert_eq!(ChangesQuery::parse(params("")).unwrap().limit, DEFAULT_PAGE);
+        let e = ChangesQuery::parse(params("limit=0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limit must be at least 1"), "{e}");
+        let e = ChangesQuery::parse(params("since=xyz"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("since:") || e.contains("since"), "{e}");
+        let e = ChangesQuery::parse(params("collections=ok,.bad"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("collections"), "{e}");
+    }
+
+    #[test]
+    fn a_backlog_query_reads_back_what_the_operator_wrote() {
+        let q = BacklogQuery {
+            since: Hlc::new(1_700_000_000_000, 0),
+            collections: vec!["docs".into()],
+        };
+        let written = q.to_path_and_query();
+        let query = written.strip_prefix("/admin/backlog?").unwrap();
+        let pairs: serde_json::Map<String, serde_json::Value> =
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+        let p: BacklogParams = serde_json::from_value(serde_json::Value::Object(pairs)).unwrap();
+        assert_eq!(BacklogQuery::parse(p).unwrap(), q);
+    }
+}
