@@ -1,0 +1,411 @@
+//! `SyncManager`: the node's peers, per-peer checkpoints and statistics, and sync rounds (pull,
+//! push, or both, per peer); the pull pipeline, the push and the scheduler in their own files.
+
+mod pull;
+mod push;
+mod scheduler;
+
+use pull::Decoder;
+pub use pull::PAGE_BUDGET;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{ConflictStrategy, PeerConfig, SyncConfig};
+use crate::error::{Error, Result};
+use crate::store::{CheckpointDirection, CheckpointKey, Store};
+use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer};
+use crate::sync::embedding::{embedding_mismatches, local_collections};
+use crate::sync::metrics::Metrics;
+use crate::wire::{ChangeFilter, PeerRoundStats, PeerStatus, WatermarkResponse};
+
+struct PeerRuntime {
+    config: PeerConfig,
+    client: HttpSyncPeer,
+    status: PeerStatus,
+}
+
+/// Drives sync for one node.
+pub struct SyncManager {
+    store: Arc<dyn Store>,
+    config: RwLock<SyncConfig>,
+    peers: Mutex<BTreeMap<String, PeerRuntime>>,
+    /// One round per peer at a time; concurrent callers wait for the running one.
+    round_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    http: reqwest::Client,
+    opts: ClientOptions,
+    metrics: Arc<Metrics>,
+    wake: Notify,
+    scheduler: Mutex<Option<JoinHandle<()>>>,
+    /// Tombstones younger than this (ms) are kept even below the GC horizon.
+    tombstone_min_age_ms: std::sync::atomic::AtomicU64,
+    /// Held while a pull applies a batch (see `pull`).
+    apply_lock: tokio::sync::Mutex<()>,
+    decoder: Decoder,
+    /// Changes of pulled pages in memory (fetching, decoding, queued or being applied),
+    /// across all pulls: one permit per change (see [`PAGE_BUDGET`]).
+    page_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// One round with one peer: what its pull and push need.
+struct Round<'a> {
+    cfg: &'a PeerConfig,
+    client: &'a HttpSyncPeer,
+    wm: &'a WatermarkResponse,
+    filter: ChangeFilter,
+    strategy: ConflictStrategy,
+    batch: usize,
+    /// From the start of both logs, ignoring checkpoints.
+    full: bool,
+}
+
+fn now_ms() -> u64 {
+    crate::hlc::WallClock::now_ms(&crate::hlc::SystemClock)
+}
+
+impl SyncManager {
+    pub fn new(store: Arc<dyn Store>, opts: ClientOptions) -> Result<Arc<Self>> {
+        Ok(Arc::new(SyncManager {
+            store,
+            config: RwLock::new(SyncConfig::default()),
+            peers: Mutex::new(BTreeMap::new()),
+            round_locks: Mutex::new(BTreeMap::new()),
+            http: build_client(&opts)?,
+            opts,
+            metrics: Arc::new(Metrics::new()),
+            wake: Notify::new(),
+            scheduler: Mutex::new(None),
+            tombstone_min_age_ms: std::sync::atomic::AtomicU64::new(3_600_000),
+            apply_lock: tokio::sync::Mutex::new(()),
+            decoder: Decoder::start()?,
+            page_budget: Arc::new(tokio::sync::Semaphore::new(PAGE_BUDGET)),
+        }))
+    }
+
+    /// Creates a manager and restores the configuration persisted in the store.
+    pub async fn open(store: Arc<dyn Store>, opts: ClientOptions) -> Result<Arc<Self>> {
+        let m = Self::new(store, opts)?;
+        if let Some(cfg) = m.store.load_config().await? {
+            m.install(cfg);
+        }
+        Ok(m)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Changes' worth of pulled pages held in memory right now (at most [`PAGE_BUDGET`]):
+    /// zero between rounds.
+    pub fn pulled_pages_in_memory(&self) -> usize {
+        PAGE_BUDGET - self.page_budget.available_permits()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> SyncConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Validates, persists and applies a whole configuration; takes effect without restart.
+    pub async fn set_config(&self, cfg: SyncConfig) -> Result<SyncConfig> {
+        cfg.validate().map_err(Error::BadRequest)?;
+        if cfg == self.config() {
+            return Ok(cfg);
+        }
+        self.store.save_config(&cfg).await?;
+        self.install(cfg.clone());
+        self.wake.notify_one();
+        Ok(cfg)
+    }
+
+    fn install(&self, cfg: SyncConfig) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut old = std::mem::take(&mut *peers);
+        for p in &cfg.peers {
+            let mut status = match old.remove(&p.peer_id) {
+                // Same peer at the same address keeps its counters and last results.
+                Some(rt) if rt.config.endpoint == p.endpoint => rt.status,
+                _ => PeerStatus::default(),
+            };
+            status.peer_id = p.peer_id.clone();
+            status.endpoint = p.endpoint.clone();
+            status.direction = p.direction;
+            status.collections = p.collections.clone();
+            status.exclude_collections = p.exclude_collections.clone();
+            let client = HttpSyncPeer::new(
+                &p.peer_id,
+                &p.endpoint,
+                self.http.clone(),
+                self.opts.clone(),
+            );
+            peers.insert(
+                p.peer_id.clone(),
+                PeerRuntime {
+                    config: p.clone(),
+                    client,
+                    status,
+                },
+            );
+        }
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+    }
+
+    /// Adds (or replaces) one peer.
+    pub async fn add_peer(&self, peer: PeerConfig) -> Result<SyncConfig> {
+        let mut cfg = self.config();
+        cfg.peers.retain(|p| p.peer_id != peer.peer_id);
+        cfg.peers.push(peer);
+        self.set_config(cfg).await
+    }
+
+    /// Removes one peer; unknown ids are a `NotFound`.
+    pub async fn remove_peer(&self, peer_id: &str) -> Result<SyncConfig> {
+        let mut cfg = self.config();
+        let before = cfg.peers.len();
+        cfg.peers.retain(|p| p.peer_id != peer_id);
+        if cfg.peers.len() == before {
+            return Err(Error::NotFound(format!("no peer '{peer_id}'")));
+        }
+        self.set_config(cfg).await
+    }
+
+    pub fn peer_ids(&self) -> Vec<String> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// One round with every peer (concurrently).
+    pub async fn sync_all(&self) -> Vec<PeerRoundStats> {
+        let ids = self.peer_ids();
+        futures::future::join_all(ids.iter().map(|id| self.sync_round(id, false))).await
+    }
+
+    /// One round with one peer.
+    pub async fn sync_with(&self, peer_id: &str) -> Result<PeerRoundStats> {
+        if !self.peer_ids().iter().any(|p| p == peer_id) {
+            return Err(Error::NotFound(format!("no peer '{peer_id}'")));
+        }
+        Ok(self.sync_round(peer_id, false).await)
+    }
+
+    /// After a partition heals: a normal round, then (if it succeeded) a full round from the
+    /// start of both logs, ignoring checkpoints, which repairs whatever the log path missed.
+    pub async fn recover_from_partition(&self, peer_id: &str) -> Result<PeerRoundStats> {
+        let first = self.sync_with(peer_id).await?;
+        if first.error.is_some() {
+            return Ok(first);
+        }
+        Ok(self.sync_round(peer_id, true).await)
+    }
+
+    fn peer_snapshot(&self, peer_id: &str) -> Option<(PeerConfig, HttpSyncPeer)> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer_id)
+            .map(|rt| (rt.config.clone(), rt.client.clone()))
+    }
+
+    fn update_status(&self, peer_id: &str, f: impl FnOnce(&mut PeerStatus)) {
+        if let Some(rt) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(peer_id)
+        {
+            f(&mut rt.status);
+        }
+    }
+
+    fn round_lock(&self, peer_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.round_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    async fn sync_round(&self, peer_id: &str, full: bool) -> PeerRoundStats {
+        let lock = self.round_lock(peer_id);
+        let _guard = lock.lock().await;
+        let started = Instant::now();
+        let mut stats = PeerRoundStats {
+            peer_id: peer_id.to_string(),
+            ..Default::default()
+        };
+        let result = match self.peer_snapshot(peer_id) {
+            Some((cfg, client)) => self.run_round(&cfg, &client, full, &mut stats).await,
+            None => Err(Error::NotFound(format!("no peer '{peer_id}'"))),
+        };
+        stats.duration_ms = started.elapsed().as_millis() as u64;
+        let now = now_ms();
+        if let Err(e) = &result {
+            tracing::warn!(peer = peer_id, error = %e, "sync round failed");
+            stats.error = Some(e.to_string());
+        }
+        self.metrics.round(
+            peer_id,
+            stats.pulled,
+            stats.pushed,
+            stats.conflicts,
+            started.elapsed().as_secs_f64(),
+            stats.error.is_some(),
+        );
+        self.update_status(peer_id, |s| {
+            s.last_attempt_ms = Some(now);
+            s.pulled_total += stats.pulled;
+            s.pushed_total += stats.pushed;
+            s.conflicts_total += stats.conflicts;
+            match &stats.error {
+                None => {
+                    s.last_success_ms = Some(now);
+                    s.last_error = None;
+                    if stats.pulled + stats.pushed > 0 || s.last_transfer_ms.is_none() {
+                        s.last_transfer_ms = Some(now);
+                    }
+                }
+                Some(e) => s.last_error = Some(e.clone()),
+            }
+        });
+        stats
+    }
+
+    async fn run_round(
+        &self,
+        cfg: &PeerConfig,
+        client: &HttpSyncPeer,
+        full: bool,
+        stats: &mut PeerRoundStats,
+    ) -> Result<()> {
+        let wm = client.watermark().await?;
+        if wm.node_id == self.store.node_id() {
+            return Err(Error::Peer {
+                peer: cfg.peer_id.clone(),
+                message: format!(
+                    "the peer has this node's own id {}: node ids must be unique",
+                    wm.node_id
+                ),
+            });
+        }
+        // RAG safety: never mix vectors of different embedding models.
+        let remote = client.collections().await?.collections;
+        let local = local_collections(&*self.store).await?;
+        let blocked: Vec<(String, String)> = embedding_mismatches(&local, &remote)
+            .into_iter()
+            .filter(|(c, _)| cfg.collections.is_empty() || cfg.collections.contains(c))
+            .collect();
+        let mut excluded: Vec<String> = cfg.exclude_collections.clone();
+        excluded.extend(blocked.iter().map(|(c, _)| c.clone()));
+        let filter = ChangeFilter {
+            collections: cfg.collections.clone(),
+            exclude_collections: excluded,
+            exclude_origin: None,
+        };
+        self.update_status(&cfg.peer_id, |s| {
+            s.node_id = Some(wm.node_id);
+            s.incarnation = Some(wm.incarnation.clone());
+            s.peer_watermark = Some(wm.hlc);
+            s.blocked_collections = blocked.iter().map(|(c, _)| c.clone()).collect();
+        });
+        let config = self.config();
+        let round = Round {
+            cfg,
+            client,
+            wm: &wm,
+            filter,
+            strategy: config.conflict_strategy,
+            batch: config.batch_size,
+            full,
+        };
+        let mut first_error = None;
+        if cfg.direction.pulls() {
+            if let Err(e) = self.pull(&round, stats).await {
+                first_error = Some(e);
+            }
+        }
+        if cfg.direction.pushes() && first_error.is_none() {
+            if let Err(e) = self.push(&round, stats).await {
+                first_error = Some(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if let Some((_, msg)) = blocked.first() {
+            return Err(Error::EmbeddingMismatch(msg.clone()));
+        }
+        Ok(())
+    }
+
+    /// Per-peer status with the checkpoints of each peer's configured scope.
+    pub async fn peer_statuses(&self) -> Result<Vec<PeerStatus>> {
+        let mut out: Vec<PeerStatus> = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|rt| rt.status.clone())
+            .collect();
+        for s in &mut out {
+            if let (Some(node), Some(inc)) = (s.node_id, s.incarnation.clone()) {
+                let mut excluded = s.exclude_collections.clone();
+                excluded.extend(s.blocked_collections.iter().cloned());
+                let filter = ChangeFilter {
+                    collections: s.collections.clone(),
+                    exclude_collections: excluded,
+                    exclude_origin: None,
+                };
+                for dir in [CheckpointDirection::Pull, CheckpointDirection::Push] {
+                    let cp = self
+                        .store
+                        .checkpoint(&CheckpointKey::new(node, dir, &filter))
+                        .await?
+                        .filter(|cp| cp.incarnation == inc)
+                        .map(|cp| cp.cursor);
+                    match dir {
+                        CheckpointDirection::Pull => s.checkpoint = cp,
+                        CheckpointDirection::Push => s.push_checkpoint = cp,
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Purges tombstones below the configured GC horizon (if any).
+    pub async fn run_gc(&self) -> Result<usize> {
+        match self.config().gc_horizon {
+            Some(h) => {
+                self.store
+                    .gc_tombstones(
+                        h,
+                        self.tombstone_min_age_ms
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    )
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Tombstones younger than `age` are kept even below the GC horizon.
+    pub fn set_tombstone_min_age(&self, age: Duration) {
+        self.tombstone_min_age_ms
+            .store(age.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
