@@ -1,8 +1,7 @@
-//! The sync protocol: wire types, the server router, the HTTP client, conflict resolution
-//! and the manager that runs rounds against peers.
+//! The sync protocol: wire types, the server router, the HTTP client and the manager that
+//! runs rounds against peers.
 
 pub mod client;
-pub mod conflict;
 pub mod manager;
 pub mod metrics;
 pub mod server;
