@@ -1,15 +1,23 @@
 //! rag-sync: keeps the document collections of many RAG nodes in sync.
 //!
-//! - [`hlc`], [`model`], [`store`]: the versioned data and its durable change log.
-//! - [`sync`]: the sync protocol (server router, HTTP client, manager and scheduler).
-//! - [`node`]: the reference `rag-node` (data and admin APIs around a [`store::Store`]).
-//! - [`operator`]: the Kubernetes operator's domain logic and controller.
+//! Layers, each using only those above it in this list:
+//!
+//! - [`hlc`], [`error`], [`config`]: clocks, errors, the sync configuration.
+//! - [`model`]: records, versions, documents, changes.
+//! - [`wire`]: every type that crosses HTTP, and the hand-written codecs of the hot ones.
+//! - [`merge`]: what a record becomes when a remote version arrives (pure rules).
+//! - [`store`]: the durable change log behind the [`store::Store`] trait (SQLite, memory).
+//! - [`sync`]: the protocol's ends: server router, HTTP client, manager and scheduler.
+//! - [`node`]: the reference `rag-node` (data and admin APIs around a store).
+//! - [`operator`] (feature `operator`): the Kubernetes operator, which talks to nodes only
+//!   through [`wire`].
 
 pub mod config;
 pub mod error;
 pub mod hlc;
 pub mod http;
 pub mod logging;
+pub mod merge;
 pub mod model;
 pub mod node;
 #[cfg(feature = "operator")]

@@ -6,12 +6,12 @@
 use crate::config::ConflictStrategy;
 use crate::error::{Error, Result};
 use crate::hlc::{Hlc, HlcClock};
+use crate::merge::{resolve, Resolution, State};
 use crate::model::{
     validate_doc_id, validate_name, Causality, Change, ChangeBody, CollectionSettings, Document,
     Kind, NodeId, Record, RecordKey, Stamp, Value, Version, VersionVector,
 };
 use crate::store::{ApplyMode, ApplyReport, Checkpoint, ConflictReport};
-use crate::sync::conflict::{resolve, Resolution, State};
 
 /// A stored record's version and flags, without its value.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,6 @@
 //! rounds against peers. What they exchange is in [`crate::wire`].
 
 pub mod client;
-pub mod conflict;
 pub mod embedding;
 pub mod manager;
 pub mod metrics;

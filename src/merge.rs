@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-pub use crate::config::ConflictStrategy;
+use crate::config::ConflictStrategy;
 use crate::model::{
     Causality, CollectionSettings, ConflictVersion, FieldStamps, Stamp, Value, Version,
     MAX_CONFLICTS_PER_RECORD, SETTINGS_UNITS,
