@@ -1,9 +1,9 @@
 //! rag-sync: keeps the document collections of many RAG nodes in sync.
 //!
-//! Layers, each using only those above it in this list:
+//! Layers, each using only those above it in this list (tests/layers.rs checks it):
 //!
-//! - [`hlc`], [`error`], [`config`]: clocks, errors, the sync configuration.
-//! - [`model`]: records, versions, documents, changes.
+//! - [`hlc`], [`error`], [`model`]: clocks, errors; records, versions, documents, changes.
+//! - [`config`], [`http`]: the sync configuration; axum helpers (errors as JSON, tokens).
 //! - [`wire`]: every type that crosses HTTP, and the hand-written codecs of the hot ones.
 //! - [`merge`]: what a record becomes when a remote version arrives (pure rules).
 //! - [`store`]: the durable change log behind the [`store::Store`] trait (SQLite, memory).
