@@ -864,24 +864,9 @@ fn rag_node_chart_renders_what_custom_values_say() {
 }
 
 fn decode_base64(s: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for b in s.bytes().filter(|b| *b != b'=') {
-        let v = ALPHABET
-            .iter()
-            .position(|a| *a == b)
-            .unwrap_or_else(|| panic!("not base64: {s}")) as u32;
-        bits = (bits << 6) | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).expect("UTF-8 token")
+    let k8s_openapi::ByteString(bytes) =
+        serde_json::from_value(json!(s)).unwrap_or_else(|e| panic!("not base64: {s}: {e}"));
+    String::from_utf8(bytes).expect("UTF-8 token")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -268,10 +268,7 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
     let name = policy.name_any();
     let key = format!("{ns}/{name}");
     let spec = &policy.spec;
-    let interval_ms = spec
-        .interval()
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(30_000);
+    let interval_ms = spec.interval().as_millis() as u64;
     let mut problems: Vec<(String, String)> = Vec::new();
     let token = match ctx.token(policy).await {
         Ok(t) => t,
@@ -1130,10 +1127,7 @@ async fn reconcile_policy(policy: Arc<SyncPolicy>, ctx: Arc<Ctx>) -> Result<Acti
     if policy.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let every = policy
-        .spec
-        .status_interval()
-        .unwrap_or(Duration::from_secs(15));
+    let every = policy.spec.status_interval();
     sync_policy(&ctx, &policy).await?;
     ctx.memory
         .lock()
