@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy unit-tests build cluster-up cluster-down k8s-bins crds bench demo demo-down image
+.PHONY: test fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench demo demo-down image
 
-test: fmt-check clippy build k8s-bins
+test: fmt-check clippy lib-without-operator build k8s-bins
 	$(CARGO) test --all-targets -- --test-threads=2
 
 build:
@@ -15,6 +15,12 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The library alone, as an embedder without Kubernetes builds it (no kube, k8s-openapi,
+# schemars or serde_yaml).
+lib-without-operator:
+	$(CARGO) clippy --lib --no-default-features -- -D warnings
+	! $(CARGO) tree --no-default-features -e normal | grep -E '^[^a-z]*(kube|k8s-openapi|schemars|serde_yaml) '
 
 # Builds (first time) or reuses the cached kube-apiserver, etcd, kubectl and helm.
 k8s-bins:
