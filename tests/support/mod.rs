@@ -2,5 +2,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod helm;
 pub mod node;
 pub mod operator;
+pub mod rbac;
+pub mod yaml;

@@ -13,7 +13,11 @@ use rag_sync::store::{
     ApplyMode, Checkpoint, CheckpointDirection, CheckpointKey, SqliteStore, Store,
 };
 
-use crate::{line, threads_cpu_seconds, Args, Loader, Perf};
+use crate::corpus::{Loader, COLLECTION};
+use crate::perf::Perf;
+use crate::procfs::threads_cpu_seconds;
+use crate::report::line;
+use crate::Args;
 
 /// One run's figures, in µs per change: wall time (the applying task waits for each page,
 /// as the puller does, so this is the writer's time plus the encoding beside it), and the
@@ -88,7 +92,7 @@ async fn store_run(
     let perf_dir = args.perf_dir.as_deref().filter(|_| run == 0);
     let store = SqliteStore::open(dir.join("rag.db"), Some(2), HlcClock::system())?;
     store
-        .put_collection(crate::COLLECTION, CollectionSettings::default())
+        .put_collection(COLLECTION, CollectionSettings::default())
         .await?;
     let all: Vec<usize> = (0..docs).collect();
     let cpu0 = store_cpu();
