@@ -252,7 +252,14 @@ mod tests {
 
     #[test]
     fn a_new_condition_fits_the_schema_and_apply_keeps_its_time() {
-        let c = new(SYNCED, Status::True, "all good!", "m", Some(2), &at(10, 700));
+        let c = new(
+            SYNCED,
+            Status::True,
+            "all good!",
+            "m",
+            Some(2),
+            &at(10, 700),
+        );
         assert_eq!(c.reason, "allgood");
         assert_eq!(c.last_transition_time, at(10, 0), "whole seconds");
         let mut cs = vec![c.clone()];

@@ -24,7 +24,6 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::config::SyncConfig;
-use crate::node::admin::NodeStatus;
 use crate::operator::crd::{SyncPeer, SyncPolicy, SyncPolicySpec};
 use crate::operator::events::{self, Note};
 use crate::operator::lag::{self, Lag, StallWatch};
@@ -309,7 +308,7 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
 impl Pass<'_> {
     /// Asks every member for its status (and a managed one for its config).
     async fn observe(&self, members: Vec<Member>) -> Vec<Observed> {
-        let observe = |member: Member| async move {
+        let observe = |mut member: Member| async move {
             let (node, config) = if member.managed {
                 let (status, config) = futures::join!(
                     self.nodes.status(&member.endpoint),
@@ -317,28 +316,9 @@ impl Pass<'_> {
                 );
                 (status, config.ok())
             } else {
-                let status = self
-                    .nodes
-                    .watermark(&member.endpoint)
-                    .await
-                    .map(|w| NodeStatus {
-                        node_id: w.node_id,
-                        incarnation: w.incarnation,
-                        watermark: w.hlc,
-                        applied: BTreeMap::new(),
-                        gc_horizon: None,
-                        documents: 0,
-                        tombstones: 0,
-                        conflicts: 0,
-                        superseded: 0,
-                        checkpoint_pending: false,
-                        wall_ms: 0,
-                        max_clock_drift_ms: 0,
-                        peers: Vec::new(),
-                    });
-                (status, None)
+                let watermark = self.nodes.watermark(&member.endpoint).await;
+                (watermark.map(status::external_node), None)
             };
-            let mut member = member;
             if let Ok(s) = &node {
                 member.node_id = Some(s.node_id.to_hex());
             }

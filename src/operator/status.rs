@@ -16,6 +16,7 @@ use crate::operator::lag::{self, GcReport, Lag, Totals};
 use crate::operator::members::Absent;
 use crate::operator::node_client::NodeError;
 use crate::operator::topology::{Edge, Member, Mode, Plan};
+use crate::sync::WatermarkResponse;
 
 /// What one pass observed of a member.
 #[derive(Debug)]
@@ -25,6 +26,26 @@ pub struct Observed {
     pub node: Result<NodeStatus, NodeError>,
     /// Its config (managed members only).
     pub config: Option<SyncConfig>,
+}
+
+/// What an external node's watermark tells of it, as a status: its id and log head; what it
+/// applied is unknown (so it holds the GC horizon back) and it reports no peers.
+pub fn external_node(w: WatermarkResponse) -> NodeStatus {
+    NodeStatus {
+        node_id: w.node_id,
+        incarnation: w.incarnation,
+        watermark: w.hlc,
+        applied: BTreeMap::new(),
+        gc_horizon: None,
+        documents: 0,
+        tombstones: 0,
+        conflicts: 0,
+        superseded: 0,
+        checkpoint_pending: false,
+        wall_ms: 0,
+        max_clock_drift_ms: 0,
+        peers: Vec::new(),
+    }
 }
 
 /// One edge's lag, and the receiver's checkpoint in the sender's log it was measured from.
