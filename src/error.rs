@@ -21,9 +21,23 @@ pub enum Error {
     Unauthorized(String),
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// A peer could not be reached or answered with an error.
+    /// A peer answered with an error, or with something that is not the protocol.
     #[error("peer {peer}: {message}")]
     Peer { peer: String, message: String },
+    /// A peer refused a request with one of this crate's errors; `code` is the peer's.
+    #[error("peer {peer}: {message}")]
+    PeerRefused {
+        peer: String,
+        message: String,
+        code: &'static str,
+    },
+    /// A peer could not be reached, or its answer did not arrive in time.
+    #[error("peer {peer}: {message}")]
+    PeerUnreachable { peer: String, message: String },
+    /// A pull applied what came before a change this node refused (clock drift, an
+    /// embedding that does not fit), and stopped there; the code is the refusal's.
+    #[error("peer {peer}: pull stopped at a refused change: {refusal}")]
+    Stopped { peer: String, refusal: Box<Error> },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}")]
@@ -42,7 +56,10 @@ impl Error {
             Error::EmbeddingMismatch(_) => StatusCode::CONFLICT,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Peer { .. } => StatusCode::BAD_GATEWAY,
+            Error::Peer { .. } | Error::PeerRefused { .. } | Error::PeerUnreachable { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::Stopped { refusal, .. } => refusal.status(),
             Error::Storage(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,9 +75,32 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::PayloadTooLarge(_) => "body_too_large",
             Error::Peer { .. } => "peer_error",
+            Error::PeerRefused { code, .. } => code,
+            Error::PeerUnreachable { .. } => "peer_unreachable",
+            Error::Stopped { refusal, .. } => refusal.code(),
             Error::Storage(_) => "storage_error",
             Error::Internal(_) => "internal_error",
         }
+    }
+
+    /// Every code [`Error::code`] gives, so that a peer's can be told apart from text.
+    pub const CODES: &'static [&'static str] = &[
+        "bad_request",
+        "not_found",
+        "conflict",
+        "clock_drift",
+        "embedding_mismatch",
+        "unauthorized",
+        "body_too_large",
+        "peer_error",
+        "peer_unreachable",
+        "storage_error",
+        "internal_error",
+    ];
+
+    /// The code among [`Error::CODES`] that `code` is.
+    pub fn known_code(code: &str) -> Option<&'static str> {
+        Self::CODES.iter().copied().find(|c| *c == code)
     }
 
     pub fn bad(msg: impl Into<String>) -> Error {
@@ -77,5 +117,51 @@ impl From<rusqlite::Error> for Error {
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Storage(format!("corrupt stored JSON: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed() {
+        let peer = || "p".to_string();
+        let all = [
+            Error::bad("x"),
+            Error::NotFound("x".into()),
+            Error::Conflict("x".into()),
+            Error::EmbeddingMismatch("x".into()),
+            Error::Unauthorized("x".into()),
+            Error::PayloadTooLarge("x".into()),
+            Error::Peer {
+                peer: peer(),
+                message: "x".into(),
+            },
+            Error::PeerUnreachable {
+                peer: peer(),
+                message: "x".into(),
+            },
+            Error::Storage("x".into()),
+            Error::Internal("x".into()),
+        ];
+        for e in &all {
+            assert_eq!(Error::known_code(e.code()), Some(e.code()));
+        }
+        assert_eq!(Error::known_code("no_such_code"), None);
+    }
+
+    #[test]
+    fn a_stopped_pull_has_its_refusals_code_and_status() {
+        let e = Error::Stopped {
+            peer: "p".into(),
+            refusal: Box::new(Error::EmbeddingMismatch("dims".into())),
+        };
+        assert_eq!(e.code(), "embedding_mismatch");
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            e.to_string(),
+            "peer p: pull stopped at a refused change: dims"
+        );
     }
 }

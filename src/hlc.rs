@@ -31,6 +31,12 @@ impl Hlc {
         (self.0 & 0xffff) as u16
     }
 
+    /// Milliseconds from this timestamp's wall time to `now_ms`; 0 for a timestamp in the
+    /// future (a peer's clock ahead of ours), never a wrap.
+    pub fn age_ms(self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.wall_ms())
+    }
+
     /// Sixteen lowercase hex digits.
     pub fn to_hex(self) -> String {
         format!("{:016x}", self.0)
@@ -294,6 +300,18 @@ mod tests {
             assert!(Hlc::from_hex(bad).is_err(), "{bad:?} must be rejected");
         }
         assert!(serde_json::from_str::<Hlc>("\"xyz\"").is_err());
+    }
+
+    #[test]
+    fn age_is_wall_time_to_now_and_never_negative() {
+        let h = Hlc::new(1_700_000_000_000, 7);
+        assert_eq!(h.age_ms(1_700_000_042_500), 42_500);
+        assert_eq!(
+            h.age_ms(1_700_000_000_000),
+            0,
+            "the logical part adds no age"
+        );
+        assert_eq!(h.age_ms(1_699_999_999_000), 0, "a future stamp is age 0");
     }
 
     #[test]

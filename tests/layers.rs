@@ -59,7 +59,13 @@ fn imports_point_down() {
     let mut wrong = Vec::new();
     for file in files {
         let rel = file.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_str().unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_str()
+            .unwrap();
         let module = first.trim_end_matches(".rs");
         if module == "lib" {
             continue;
@@ -79,12 +85,19 @@ fn imports_point_down() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports that point up or sideways:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports that point up or sideways:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn the_checker_sees_a_wrong_import() {
-    assert_eq!(used_modules("use crate::store::{Store, X}; crate::wire::Y"), ["store", "wire"]);
+    assert_eq!(
+        used_modules("use crate::store::{Store, X}; crate::wire::Y"),
+        ["store", "wire"]
+    );
     assert!(layer("store") > layer("wire"));
     assert_eq!(layer("node"), layer("operator"));
 }

@@ -72,6 +72,10 @@ async fn partition_and_heal_converges() {
         "a cannot reach anyone while partitioned: {cut:?}"
     );
     assert!(errors(&cut)[0].contains("connection failed"), "{cut:?}");
+    assert!(
+        cut.iter().all(|s| s["error_code"] == "peer_unreachable"),
+        "an unreachable peer has its own code: {cut:?}"
+    );
     sync_until_quiet(&[b, c]).await;
 
     // Heal.
@@ -191,6 +195,8 @@ async fn skewed_clock_is_refused_without_stalling_others() {
         "clear error: {}",
         errs[0]
     );
+    let failed: Vec<_> = stats.iter().filter(|s| !s["error"].is_null()).collect();
+    assert_eq!(failed[0]["error_code"], "clock_drift", "{stats:?}");
     // a's state, clock and checkpoint on the skewed node did not move.
     let status = a.status().await;
     assert_eq!(status["watermark"].as_str().unwrap(), a_clock_before);
@@ -202,6 +208,7 @@ async fn skewed_clock_is_refused_without_stalling_others() {
         .unwrap()
         .clone();
     assert!(peer["last_error"].as_str().unwrap().contains("clock drift"));
+    assert_eq!(peer["last_error_code"], "clock_drift", "{peer}");
     assert!(
         a.call("GET", "/collections/docs/documents/s1", None)
             .await

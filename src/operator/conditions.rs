@@ -70,11 +70,52 @@ pub fn whole_seconds(t: &Time) -> Time {
     Time(Timestamp::from_second(t.0.as_second()).unwrap_or(t.0))
 }
 
-/// Sets condition `type_` in `conditions`; returns whether anything changed.
+/// Condition `type_` as of `now` (whole seconds), with a reason and message that fit the
+/// schema.
+pub fn new(
+    type_: &str,
+    status: Status,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: status.as_str().to_string(),
+        reason: sanitize_reason(reason),
+        message: truncate(message, MAX_MESSAGE_BYTES).to_string(),
+        observed_generation,
+        last_transition_time: whole_seconds(now),
+    }
+}
+
+/// Puts `c` in place of the condition of its type in `conditions`; returns whether anything
+/// changed.
 ///
-/// `lastTransitionTime` becomes `now` (whole seconds) only when the condition is new or its
-/// status flips; a changed reason, message or generation keeps the old time. Existing
-/// conditions keep their position; a new one is appended.
+/// The old `lastTransitionTime` stays unless the status flips; a changed reason, message or
+/// generation keeps it too. Existing conditions keep their position; a new one is appended.
+pub fn apply(conditions: &mut Vec<Condition>, c: Condition) -> bool {
+    match conditions.iter_mut().find(|old| old.type_ == c.type_) {
+        Some(old) => {
+            let before = old.clone();
+            if old.status != c.status {
+                old.status = c.status;
+                old.last_transition_time = c.last_transition_time;
+            }
+            old.reason = c.reason;
+            old.message = c.message;
+            old.observed_generation = c.observed_generation;
+            *old != before
+        }
+        None => {
+            conditions.push(c);
+            true
+        }
+    }
+}
+
+/// Sets condition `type_` in `conditions` as [`apply`] does; returns whether anything changed.
 pub fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -84,33 +125,10 @@ pub fn set(
     observed_generation: Option<i64>,
     now: &Time,
 ) -> bool {
-    let reason = sanitize_reason(reason);
-    let message = truncate(message, MAX_MESSAGE_BYTES);
-    let status = status.as_str();
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            let before = c.clone();
-            if c.status != status {
-                c.status = status.to_string();
-                c.last_transition_time = whole_seconds(now);
-            }
-            c.reason = reason;
-            c.message = message.to_string();
-            c.observed_generation = observed_generation;
-            *c != before
-        }
-        None => {
-            conditions.push(Condition {
-                type_: type_.to_string(),
-                status: status.to_string(),
-                reason,
-                message: message.to_string(),
-                observed_generation,
-                last_transition_time: whole_seconds(now),
-            });
-            true
-        }
-    }
+    apply(
+        conditions,
+        new(type_, status, reason, message, observed_generation, now),
+    )
 }
 
 /// Removes condition `type_`; returns whether it was there.
@@ -230,6 +248,24 @@ mod tests {
             ("3/3 ready", Some(2))
         );
         assert!(is_true(&cs, READY));
+    }
+
+    #[test]
+    fn a_new_condition_fits_the_schema_and_apply_keeps_its_time() {
+        let c = new(
+            SYNCED,
+            Status::True,
+            "all good!",
+            "m",
+            Some(2),
+            &at(10, 700),
+        );
+        assert_eq!(c.reason, "allgood");
+        assert_eq!(c.last_transition_time, at(10, 0), "whole seconds");
+        let mut cs = vec![c.clone()];
+        let again = new(SYNCED, Status::True, "allgood", "m", Some(2), &at(50, 0));
+        assert!(!apply(&mut cs, again));
+        assert_eq!(cs, [c]);
     }
 
     #[test]

@@ -4,48 +4,16 @@
 //! `{"pending": n, "oldest": "<hlc hex>"}`; `pendingChanges` is `n` and `lagSeconds` is the age
 //! of that oldest entry (0 when nothing is pending). Because both inputs live in the nodes'
 //! durable state, the numbers survive operator and node restarts and never come from counters
-//! that reset. An HLC is `(wall_ms << 16) | logical`, so its wall time is `hlc >> 16`.
+//! that reset.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::hlc::Hlc;
 use crate::operator::crd::{EdgeStatus, MemberStatus};
-
-/// Bits of the HLC's logical counter.
-pub const LOGICAL_BITS: u32 = 16;
+use crate::wire::Backlog;
 
 /// A member is `Stalled` after this many sync intervals with changes pending and no progress.
 pub const STALL_INTERVALS: u64 = 3;
-
-/// Wall-clock milliseconds of an HLC.
-pub fn wall_ms(hlc: u64) -> u64 {
-    hlc >> LOGICAL_BITS
-}
-
-/// Parses an HLC in its wire form (16 lowercase hex digits).
-pub fn parse_hlc(s: &str) -> Result<u64, String> {
-    Hlc::from_hex(s)
-        .map(|h| h.0)
-        .map_err(|e| format!("bad HLC '{s}': {e}"))
-}
-
-/// What a node answered to `/admin/backlog`: entries after a checkpoint and the oldest one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Backlog {
-    pub pending: u64,
-    /// Commit cursor (HLC) of the oldest pending entry.
-    pub oldest: Option<u64>,
-}
-
-impl Backlog {
-    /// From the wire shape `{"pending": n, "oldest": "<hex or null>"}`.
-    pub fn from_wire(pending: u64, oldest: Option<&str>) -> Result<Backlog, String> {
-        Ok(Backlog {
-            pending,
-            oldest: oldest.map(parse_hlc).transpose()?,
-        })
-    }
-}
 
 /// Lag of one edge (or one member).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,9 +49,7 @@ pub fn edge_lag(backlog: &Backlog, now_ms: u64) -> Lag {
     }
     Lag {
         pending_changes: backlog.pending,
-        lag_ms: backlog
-            .oldest
-            .map_or(0, |oldest| now_ms.saturating_sub(wall_ms(oldest))),
+        lag_ms: backlog.oldest.map_or(0, |oldest| oldest.age_ms(now_ms)),
     }
 }
 
@@ -147,9 +113,9 @@ pub fn aggregate_policy(members: &[MemberStatus], edges: &[EdgeStatus]) -> Total
 pub fn max_watermark<'a>(watermarks: impl IntoIterator<Item = &'a str>) -> Option<String> {
     watermarks
         .into_iter()
-        .filter_map(|w| parse_hlc(w).ok())
+        .filter_map(|w| Hlc::from_hex(w).ok())
         .max()
-        .map(|h| Hlc(h).to_hex())
+        .map(Hlc::to_hex)
 }
 
 /// Watches one edge (or member) for "changes pending but no checkpoint progress".
@@ -159,7 +125,7 @@ pub fn max_watermark<'a>(watermarks: impl IntoIterator<Item = &'a str>) -> Optio
 /// pending, or any checkpoint movement, resets it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StallWatch {
-    checkpoint: Option<String>,
+    checkpoint: Option<Hlc>,
     stuck_since_ms: Option<u64>,
 }
 
@@ -169,11 +135,11 @@ impl StallWatch {
         &mut self,
         now_ms: u64,
         pending: u64,
-        checkpoint: Option<&str>,
+        checkpoint: Option<Hlc>,
         interval_ms: u64,
     ) -> bool {
-        let moved = self.checkpoint.as_deref() != checkpoint;
-        self.checkpoint = checkpoint.map(str::to_string);
+        let moved = self.checkpoint != checkpoint;
+        self.checkpoint = checkpoint;
         if pending == 0 || moved {
             self.stuck_since_ms = (pending > 0).then_some(now_ms);
             return false;
@@ -211,13 +177,13 @@ pub fn stalled_by_last_success(
 pub struct GcReport {
     pub node_id: String,
     /// Highest applied origin HLC per origin node id; `None` when the member did not answer.
-    pub applied: Option<BTreeMap<String, u64>>,
+    pub applied: Option<BTreeMap<String, Hlc>>,
 }
 
 /// The safe GC horizon: the minimum over all members and all origins of the highest origin HLC
 /// each member has applied. Any member that did not answer holds GC back (`None`), and so does
 /// a member that has applied nothing from some origin. A node's own writes never hold it back.
-pub fn gc_horizon(reports: &[GcReport]) -> Option<u64> {
+pub fn gc_horizon(reports: &[GcReport]) -> Option<Hlc> {
     if reports.is_empty() {
         return None;
     }
@@ -233,10 +199,10 @@ pub fn gc_horizon(reports: &[GcReport]) -> Option<u64> {
             if *o == r.node_id {
                 continue;
             }
-            horizon = horizon.min(applied.get(*o).copied().unwrap_or(0));
+            horizon = horizon.min(applied.get(*o).map_or(0, |h| h.0));
         }
     }
-    (horizon != 0 && horizon != u64::MAX).then_some(horizon)
+    (horizon != 0 && horizon != u64::MAX).then_some(Hlc(horizon))
 }
 
 #[cfg(test)]
@@ -245,16 +211,8 @@ mod tests {
 
     const SEC: u64 = 1000;
 
-    fn hlc(wall_ms: u64, logical: u64) -> u64 {
-        (wall_ms << 16) | logical
-    }
-
-    #[test]
-    fn hlc_wall_time() {
-        assert_eq!(wall_ms(hlc(1_700_000_000_000, 5)), 1_700_000_000_000);
-        let h = hlc(1_700_000_000_123, 7);
-        assert_eq!(parse_hlc(&Hlc(h).to_hex()).unwrap(), h);
-        assert!(parse_hlc("zz").is_err());
+    fn hlc(wall_ms: u64, logical: u16) -> Hlc {
+        Hlc::new(wall_ms, logical)
     }
 
     #[test]
@@ -282,7 +240,11 @@ mod tests {
             oldest: Some(hlc(1, 0)),
         };
         assert_eq!(edge_lag(&b, 1_700_000_000_000), Lag::ZERO);
-        assert_eq!(edge_lag(&Backlog::default(), 5), Lag::ZERO);
+        let empty = Backlog {
+            pending: 0,
+            oldest: None,
+        };
+        assert_eq!(edge_lag(&empty, 5), Lag::ZERO);
     }
 
     #[test]
@@ -313,9 +275,10 @@ mod tests {
     }
 
     #[test]
-    fn backlog_from_the_wire() {
+    fn backlog_decodes_from_the_nodes_json() {
         let h = hlc(1_700_000_000_000, 1);
-        let b = Backlog::from_wire(3, Some(&Hlc(h).to_hex())).unwrap();
+        let b: Backlog =
+            serde_json::from_str(&format!(r#"{{"pending":3,"oldest":"{}"}}"#, h.to_hex())).unwrap();
         assert_eq!(
             b,
             Backlog {
@@ -323,8 +286,15 @@ mod tests {
                 oldest: Some(h)
             }
         );
-        assert_eq!(Backlog::from_wire(0, None).unwrap(), Backlog::default());
-        assert!(Backlog::from_wire(1, Some("nope")).is_err());
+        let b: Backlog = serde_json::from_str(r#"{"pending":0,"oldest":null}"#).unwrap();
+        assert_eq!(
+            b,
+            Backlog {
+                pending: 0,
+                oldest: None
+            }
+        );
+        assert!(serde_json::from_str::<Backlog>(r#"{"pending":1,"oldest":"nope"}"#).is_err());
     }
 
     #[test]
@@ -344,13 +314,13 @@ mod tests {
         assert_eq!(member_lag([]), Lag::ZERO);
     }
 
-    fn member(pod: &str, ready: bool, lag: i64, conflicts: i64, wm: Option<u64>) -> MemberStatus {
+    fn member(pod: &str, ready: bool, lag: i64, conflicts: i64, wm: Option<Hlc>) -> MemberStatus {
         MemberStatus {
             pod: pod.into(),
             ready,
             lag_seconds: lag,
             conflicts,
-            watermark: wm.map(|h| Hlc(h).to_hex()),
+            watermark: wm.map(Hlc::to_hex),
             ..Default::default()
         }
     }
@@ -370,7 +340,7 @@ mod tests {
                 ready_members: 2,
                 max_lag_seconds: 17,
                 conflicts: 3,
-                watermark: Some(Hlc(hlc(1000, 2)).to_hex()),
+                watermark: Some(hlc(1000, 2).to_hex()),
             }
         );
         assert_eq!(aggregate(&[]), Totals::default());
@@ -398,27 +368,25 @@ mod tests {
     #[test]
     fn stalled_after_three_intervals_without_progress() {
         let iv = 30 * SEC;
+        let (c1, c2) = (Some(hlc(1, 0)), Some(hlc(2, 0)));
         let mut w = StallWatch::default();
-        assert!(!w.observe(0, 5, Some("c1"), iv));
-        assert!(!w.observe(60 * SEC, 5, Some("c1"), iv));
-        assert!(!w.observe(89 * SEC, 9, Some("c1"), iv));
-        assert!(
-            w.observe(90 * SEC, 9, Some("c1"), iv),
-            "three intervals stuck"
-        );
+        assert!(!w.observe(0, 5, c1, iv));
+        assert!(!w.observe(60 * SEC, 5, c1, iv));
+        assert!(!w.observe(89 * SEC, 9, c1, iv));
+        assert!(w.observe(90 * SEC, 9, c1, iv), "three intervals stuck");
         assert_eq!(w.stuck_for_ms(90 * SEC), 90 * SEC);
         // progress resets
-        assert!(!w.observe(91 * SEC, 9, Some("c2"), iv));
-        assert!(!w.observe(150 * SEC, 9, Some("c2"), iv));
-        assert!(w.observe(181 * SEC, 9, Some("c2"), iv));
+        assert!(!w.observe(91 * SEC, 9, c2, iv));
+        assert!(!w.observe(150 * SEC, 9, c2, iv));
+        assert!(w.observe(181 * SEC, 9, c2, iv));
         // nothing pending is never stalled, whatever the checkpoint does
-        assert!(!w.observe(500 * SEC, 0, Some("c2"), iv));
-        assert!(!w.observe(900 * SEC, 0, Some("c2"), iv));
+        assert!(!w.observe(500 * SEC, 0, c2, iv));
+        assert!(!w.observe(900 * SEC, 0, c2, iv));
         assert_eq!(w.stuck_for_ms(900 * SEC), 0);
         // pending again: the clock starts now, not at the last movement
-        assert!(!w.observe(901 * SEC, 1, Some("c2"), iv));
-        assert!(!w.observe(990 * SEC, 1, Some("c2"), iv));
-        assert!(w.observe(991 * SEC, 1, Some("c2"), iv));
+        assert!(!w.observe(901 * SEC, 1, c2, iv));
+        assert!(!w.observe(990 * SEC, 1, c2, iv));
+        assert!(w.observe(991 * SEC, 1, c2, iv));
     }
 
     #[test]
@@ -447,14 +415,19 @@ mod tests {
     fn gc_horizon_is_the_minimum_and_held_back() {
         let rep = |id: &str, applied: &[(&str, u64)]| GcReport {
             node_id: id.into(),
-            applied: Some(applied.iter().map(|(k, v)| (k.to_string(), *v)).collect()),
+            applied: Some(
+                applied
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Hlc(*v)))
+                    .collect(),
+            ),
         };
         let reports = [
             rep("aaaa", &[("bbbb", 50), ("cccc", 70)]),
             rep("bbbb", &[("aaaa", 40), ("cccc", 90)]),
             rep("cccc", &[("aaaa", 60), ("bbbb", 55)]),
         ];
-        assert_eq!(gc_horizon(&reports), Some(40));
+        assert_eq!(gc_horizon(&reports), Some(Hlc(40)));
         // an unreachable member holds GC back
         let mut r = reports.to_vec();
         r[2].applied = None;

@@ -1,16 +1,19 @@
-//! The Kubernetes operator: CRD types, pure topology and lag logic, and the controller.
+//! The Kubernetes operator: CRD types, pure membership, topology, lag and status logic, and
+//! the controller.
 //!
-//! The domain logic is kept pure ([`topology`], [`lag`], [`conditions`], [`selector`]) so
-//! that it can be unit- and property-tested without a cluster; [`crd`] holds the resource
-//! types from which the CRD YAML is generated; [`controller`], [`leader`] and
-//! [`node_client`] are the IO edges.
+//! The decisions are pure ([`members`], [`topology`], [`lag`], [`status`], [`events`],
+//! [`conditions`]) so that they can be unit- and property-tested without a cluster; [`crd`]
+//! holds the resource types from which the CRD YAML is generated; [`controller`], [`leader`]
+//! and [`node_client`] are the IO edges.
 
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod events;
 pub mod lag;
 pub mod leader;
+pub mod members;
 pub mod metrics;
 pub mod node_client;
-pub mod selector;
+pub mod status;
 pub mod topology;

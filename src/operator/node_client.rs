@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -12,6 +12,86 @@ use crate::config::SyncConfig;
 use crate::wire::Backlog;
 use crate::wire::NodeStatus;
 use crate::wire::WatermarkResponse;
+
+/// A failed call to a node. An answer with an error status keeps the node's machine-readable
+/// `error` code (see `crate::error::Error::code`) so callers classify failures by it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{method} {url}: timed out")]
+    TimedOut { method: Method, url: String },
+    #[error("{method} {url}: unreachable ({detail})")]
+    Unreachable {
+        method: Method,
+        url: String,
+        detail: String,
+    },
+    /// The answer's body could not be read.
+    #[error("{method} {url}: {detail}")]
+    Read {
+        method: Method,
+        url: String,
+        detail: String,
+    },
+    /// The node answered with an error status.
+    #[error("{method} {url} answered {status}: {message}")]
+    Answered {
+        method: Method,
+        url: String,
+        status: StatusCode,
+        /// The `error` field of the node's JSON error, when the body is one.
+        code: Option<String>,
+        message: String,
+    },
+    /// A success whose body is not the expected JSON.
+    #[error("{method} {url}: unexpected answer: {detail}")]
+    Unexpected {
+        method: Method,
+        url: String,
+        detail: String,
+    },
+}
+
+impl NodeError {
+    /// The node's error code, when it answered with a JSON error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            NodeError::Answered { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the node answered with an error status.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            NodeError::Answered { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when no answer came: the node is down, unroutable or too slow.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            NodeError::TimedOut { .. } | NodeError::Unreachable { .. }
+        )
+    }
+
+    /// An error status answer with `body`: the node's JSON error, or the body as text.
+    fn answered(method: Method, url: String, status: StatusCode, body: &[u8]) -> NodeError {
+        let json = serde_json::from_slice::<serde_json::Value>(body).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v[name].as_str().map(str::to_string))
+        };
+        NodeError::Answered {
+            code: field("error"),
+            message: field("message").unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
+            method,
+            url,
+            status,
+        }
+    }
+}
 
 /// Talks to nodes with an optional bearer token.
 #[derive(Clone)]
@@ -45,7 +125,7 @@ impl NodeClient {
         url: String,
         body: Option<&B>,
         timeout: Option<Duration>,
-    ) -> Result<T, String> {
+    ) -> Result<T, NodeError> {
         let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -56,40 +136,53 @@ impl NodeClient {
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                format!("{method} {url}: timed out")
-            } else {
-                format!("{method} {url}: unreachable ({e})")
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Err(NodeError::TimedOut { method, url }),
+            Err(e) => {
+                return Err(NodeError::Unreachable {
+                    method,
+                    url,
+                    detail: e.to_string(),
+                })
             }
-        })?;
+        };
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(NodeError::Read {
+                    method,
+                    url,
+                    detail: e.to_string(),
+                })
+            }
+        };
         if !status.is_success() {
-            let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(format!("{method} {url} answered {status}: {msg}"));
+            return Err(NodeError::answered(method, url, status, &bytes));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{method} {url}: unexpected answer: {e}"))
+        serde_json::from_slice(&bytes).map_err(|e| NodeError::Unexpected {
+            method,
+            url,
+            detail: e.to_string(),
+        })
     }
 
-    pub async fn status(&self, endpoint: &str) -> Result<NodeStatus, String> {
+    pub async fn status(&self, endpoint: &str) -> Result<NodeStatus, NodeError> {
         self.call::<(), _>(Method::GET, format!("{endpoint}/admin/status"), None, None)
             .await
     }
 
-    pub async fn config(&self, endpoint: &str) -> Result<SyncConfig, String> {
+    pub async fn config(&self, endpoint: &str) -> Result<SyncConfig, NodeError> {
         self.call::<(), _>(Method::GET, format!("{endpoint}/admin/config"), None, None)
             .await
     }
 
-    pub async fn put_config(&self, endpoint: &str, cfg: &SyncConfig) -> Result<SyncConfig, String> {
+    pub async fn put_config(
+        &self,
+        endpoint: &str,
+        cfg: &SyncConfig,
+    ) -> Result<SyncConfig, NodeError> {
         self.call(
             Method::PUT,
             format!("{endpoint}/admin/config"),
@@ -100,7 +193,7 @@ impl NodeClient {
     }
 
     /// Runs a sync round on the node and waits for it (bounded).
-    pub async fn sync_now(&self, endpoint: &str) -> Result<serde_json::Value, String> {
+    pub async fn sync_now(&self, endpoint: &str) -> Result<serde_json::Value, NodeError> {
         self.call::<(), _>(
             Method::POST,
             format!("{endpoint}/admin/sync"),
@@ -115,7 +208,7 @@ impl NodeClient {
         endpoint: &str,
         since: Option<&str>,
         collections: &[String],
-    ) -> Result<Backlog, String> {
+    ) -> Result<Backlog, NodeError> {
         let mut url = format!(
             "{endpoint}/admin/backlog?since={}",
             since.unwrap_or("0000000000000000")
@@ -127,7 +220,7 @@ impl NodeClient {
         self.call::<(), _>(Method::GET, url, None, None).await
     }
 
-    pub async fn watermark(&self, endpoint: &str) -> Result<WatermarkResponse, String> {
+    pub async fn watermark(&self, endpoint: &str) -> Result<WatermarkResponse, NodeError> {
         self.call::<(), _>(
             Method::GET,
             format!("{endpoint}/sync/watermark"),
@@ -135,5 +228,54 @@ impl NodeClient {
             None,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: u16, body: &str) -> NodeError {
+        NodeError::answered(
+            Method::GET,
+            "http://10.0.0.7:8090/admin/status".into(),
+            StatusCode::from_u16(status).unwrap(),
+            body.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn a_json_error_keeps_its_code_status_and_message() {
+        let e = answered(
+            401,
+            r#"{"error":"unauthorized","message":"missing bearer token"}"#,
+        );
+        assert_eq!(e.code(), Some("unauthorized"));
+        assert_eq!(e.status(), Some(StatusCode::UNAUTHORIZED));
+        assert!(!e.is_unreachable());
+        assert_eq!(
+            e.to_string(),
+            "GET http://10.0.0.7:8090/admin/status answered 401 Unauthorized: missing bearer token"
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_json_error_is_the_message_and_has_no_code() {
+        let e = answered(502, "<html>bad gateway</html>");
+        assert_eq!(e.code(), None);
+        assert_eq!(e.status(), Some(StatusCode::BAD_GATEWAY));
+        assert!(e
+            .to_string()
+            .ends_with("answered 502 Bad Gateway: <html>bad gateway</html>"));
+    }
+
+    #[test]
+    fn no_answer_is_unreachable_without_code_or_status() {
+        let e = NodeError::TimedOut {
+            method: Method::POST,
+            url: "http://n/admin/sync".into(),
+        };
+        assert!(e.is_unreachable() && e.code().is_none() && e.status().is_none());
+        assert_eq!(e.to_string(), "POST http://n/admin/sync: timed out");
     }
 }

@@ -82,10 +82,21 @@ impl HttpSyncPeer {
         &self.base
     }
 
+    fn peer(&self) -> String {
+        format!("{} ({})", self.peer_id, self.base)
+    }
+
     fn err(&self, message: impl Into<String>) -> Error {
         Error::Peer {
-            peer: format!("{} ({})", self.peer_id, self.base),
+            peer: self.peer(),
             message: message.into(),
+        }
+    }
+
+    fn unreachable(&self, message: String) -> Error {
+        Error::PeerUnreachable {
+            peer: self.peer(),
+            message,
         }
     }
 
@@ -157,7 +168,11 @@ impl HttpSyncPeer {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    last = Some(self.err(format!("{} {path_and_query}: {}", method, describe(&e))));
+                    last = Some(self.unreachable(format!(
+                        "{} {path_and_query}: {}",
+                        method,
+                        describe(&e)
+                    )));
                     continue;
                 }
             };
@@ -166,17 +181,23 @@ impl HttpSyncPeer {
             let bytes = match resp.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
-                    last = Some(self.err(format!("reading response: {}", describe(&e))));
+                    last = Some(self.unreachable(format!("reading response: {}", describe(&e))));
                     continue;
                 }
             };
             if status.is_success() {
                 return Ok((headers, bytes));
             }
-            let detail = error_message(&bytes);
-            let e = self.err(format!(
-                "{method} {path_and_query} answered {status}: {detail}"
-            ));
+            let (code, detail) = error_body(&bytes);
+            let message = format!("{method} {path_and_query} answered {status}: {detail}");
+            let e = match code {
+                Some(code) => Error::PeerRefused {
+                    peer: self.peer(),
+                    message,
+                    code,
+                },
+                None => self.err(message),
+            };
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                 last = Some(e);
                 continue;
@@ -289,16 +310,14 @@ impl RawPage {
     }
 }
 
-/// The `message` of a JSON error body, or the body itself.
-fn error_message(bytes: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .and_then(|v| {
-            v.get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned())
+/// The code (if one of ours) and `message` of a JSON error body, or the body itself.
+fn error_body(bytes: &[u8]) -> (Option<&'static str>, String) {
+    let json = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    let field = |name: &str| json.as_ref()?.get(name)?.as_str().map(str::to_string);
+    let code = field("error").and_then(|c| Error::known_code(&c));
+    let message = field("message")
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned());
+    (code, message)
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -57,6 +57,10 @@ pub struct PeerStatus {
     pub last_transfer_ms: Option<u64>,
     pub last_attempt_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// The error code of `last_error` (as in the error bodies: `clock_drift`,
+    /// `embedding_mismatch`, `peer_unreachable`, ...); absent from nodes before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_code: Option<String>,
     pub pulled_total: u64,
     pub pushed_total: u64,
     pub conflicts_total: u64,
@@ -75,6 +79,9 @@ pub struct PeerRoundStats {
     pub conflicts: u64,
     pub duration_ms: u64,
     pub error: Option<String>,
+    /// The error code of `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }
 
 /// `POST /admin/sync`: the round with each peer it ran.

@@ -257,6 +257,7 @@ impl SyncManager {
         if let Err(e) = &result {
             tracing::warn!(peer = peer_id, error = %e, "sync round failed");
             stats.error = Some(e.to_string());
+            stats.error_code = Some(e.code().to_string());
         }
         self.metrics.round(
             peer_id,
@@ -275,11 +276,15 @@ impl SyncManager {
                 None => {
                     s.last_success_ms = Some(now);
                     s.last_error = None;
+                    s.last_error_code = None;
                     if stats.pulled + stats.pushed > 0 || s.last_transfer_ms.is_none() {
                         s.last_transfer_ms = Some(now);
                     }
                 }
-                Some(e) => s.last_error = Some(e.clone()),
+                Some(e) => {
+                    s.last_error = Some(e.clone());
+                    s.last_error_code = stats.error_code.clone();
+                }
             }
         });
         stats

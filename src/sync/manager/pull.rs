@@ -268,9 +268,9 @@ impl SyncManager {
             let at = *cursor;
             self.update_status(&cfg.peer_id, |s| s.checkpoint = Some(at));
             if let Some(stop) = report.stopped {
-                return Err(Error::Peer {
+                return Err(Error::Stopped {
                     peer: cfg.peer_id.clone(),
-                    message: format!("pull stopped at a refused change: {stop}"),
+                    refusal: Box::new(stop),
                 });
             }
         }
