@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ConflictStrategy, PeerConfig, SyncConfig};
 use crate::error::{Error, Result};
+use crate::hlc::Hlc;
 use crate::store::{CheckpointDirection, CheckpointKey, Store};
 use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer};
 use crate::sync::embedding::{embedding_mismatches, local_collections};
@@ -61,6 +62,33 @@ struct Round<'a> {
     batch: usize,
     /// From the start of both logs, ignoring checkpoints.
     full: bool,
+}
+
+impl SyncManager {
+    /// Where a round's pull or push resumes: its checkpoint key, the cursor saved against the
+    /// peer's current incarnation (zero on a full round), and the filter. Echo suppression
+    /// only when resuming: a side read from zero may have been wiped and needs its own
+    /// writes back.
+    async fn resume(
+        &self,
+        round: &Round<'_>,
+        direction: CheckpointDirection,
+    ) -> Result<(CheckpointKey, Hlc, ChangeFilter)> {
+        let key = CheckpointKey::new(round.wm.node_id, direction, &round.filter);
+        let cursor = match self.store.checkpoint(&key).await? {
+            Some(cp) if cp.incarnation == round.wm.incarnation && !round.full => cp.cursor,
+            _ => Hlc::ZERO,
+        };
+        let mut filter = round.filter.clone();
+        if cursor > Hlc::ZERO {
+            // The receiving side's own writes.
+            filter.exclude_origin = Some(match direction {
+                CheckpointDirection::Pull => self.store.node_id(),
+                CheckpointDirection::Push => round.wm.node_id,
+            });
+        }
+        Ok((key, cursor, filter))
+    }
 }
 
 fn now_ms() -> u64 {

@@ -100,25 +100,8 @@ impl SyncManager {
     /// Pulls the peer's log from the checkpoint (from zero on a `full` round or a new
     /// incarnation) and applies it.
     pub(super) async fn pull(&self, round: &Round<'_>, stats: &mut PeerRoundStats) -> Result<()> {
-        let Round {
-            client,
-            wm,
-            ref filter,
-            batch,
-            full,
-            ..
-        } = *round;
-        let key = CheckpointKey::new(wm.node_id, CheckpointDirection::Pull, filter);
-        let mut cursor = match self.store.checkpoint(&key).await? {
-            Some(cp) if cp.incarnation == wm.incarnation && !full => cp.cursor,
-            _ => Hlc::ZERO,
-        };
-        // Echo suppression only when resuming: a node pulling from zero may have been wiped
-        // and needs its own old writes back.
-        let mut filter = filter.clone();
-        if cursor > Hlc::ZERO {
-            filter.exclude_origin = Some(self.store.node_id());
-        }
+        let Round { client, batch, .. } = *round;
+        let (key, mut cursor, filter) = self.resume(round, CheckpointDirection::Pull).await?;
         // Three stages at once: the fetcher asks for each page as soon as the previous
         // page's headers say where it starts, the decoder thread decodes it, and the applier
         // applies what is decoded, up to `GROUP_CHANGES` changes per transaction with the

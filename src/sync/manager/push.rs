@@ -3,8 +3,7 @@
 
 use super::{now_ms, Round, SyncManager};
 use crate::error::Result;
-use crate::hlc::Hlc;
-use crate::store::{Checkpoint, CheckpointDirection, CheckpointKey};
+use crate::store::{Checkpoint, CheckpointDirection};
 use crate::wire::page::PAGE_ZSTD_LEVEL;
 use crate::wire::{PageWriter, PeerRoundStats};
 
@@ -15,20 +14,10 @@ impl SyncManager {
             cfg,
             client,
             wm,
-            ref filter,
             batch,
-            full,
             ..
         } = *round;
-        let key = CheckpointKey::new(wm.node_id, CheckpointDirection::Push, filter);
-        let mut cursor = match self.store.checkpoint(&key).await? {
-            Some(cp) if cp.incarnation == wm.incarnation && !full => cp.cursor,
-            _ => Hlc::ZERO,
-        };
-        let mut filter = filter.clone();
-        if cursor > Hlc::ZERO {
-            filter.exclude_origin = Some(wm.node_id);
-        }
+        let (key, mut cursor, filter) = self.resume(round, CheckpointDirection::Push).await?;
         loop {
             // The page travels as the store wrote it (for SQLite, the stored JSON), compressed.
             let mut out = PageWriter::zstd(PAGE_ZSTD_LEVEL)?;
