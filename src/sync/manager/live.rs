@@ -71,13 +71,16 @@ impl SyncManager {
         if !self.live_on.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        let configs: Vec<PeerConfig> = self
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|rt| rt.config.clone())
-            .collect();
+        let configs: Vec<PeerConfig> = if self.config().live {
+            self.peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|rt| rt.config.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|id, t| configs.iter().any(|c| &c.peer_id == id && *c == t.config));
         for config in configs {
