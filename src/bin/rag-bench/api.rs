@@ -185,7 +185,10 @@ pub async fn configure(
         http,
         reqwest::Method::PUT,
         format!("{}/admin/config", node.url()),
-        Some(json!({"peers": peers, "interval_seconds": 86_400, "batch_size": batch})),
+        // Rounds only: the mesh figure times POST /admin/sync after the heal.
+        Some(
+            json!({"peers": peers, "interval_seconds": 86_400, "batch_size": batch, "live": false}),
+        ),
     )
     .await?;
     Ok(())

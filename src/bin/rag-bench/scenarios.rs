@@ -106,7 +106,8 @@ pub async fn pair_run(
     .await?;
     // B pulls from A through the proxy. The config change wakes B's scheduler for one
     // round (which brings the empty collection); the interval keeps it from starting
-    // another while we measure.
+    // another while we measure, and live delivery is off so that only the timed rounds
+    // move data (`--latency` measures live delivery).
     call(
         http,
         reqwest::Method::PUT,
@@ -115,6 +116,7 @@ pub async fn pair_run(
             "peers": [{"peer_id": "a", "endpoint": format!("http://{proxy}"), "direction": "pull"}],
             "interval_seconds": 86_400,
             "batch_size": args.batch_size,
+            "live": false,
         })),
     )
     .await?;
