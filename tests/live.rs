@@ -95,6 +95,26 @@ async fn hold_one(n: &TestNode, path: &str) -> JoinHandle<Answer> {
     rest.pop().unwrap()
 }
 
+/// How many waiting requests `n` holds now, from its `waiting_requests` gauge.
+async fn waiting_requests(n: &TestNode) -> u64 {
+    let metrics = n.ok("GET", "/metrics", None).await;
+    let text = metrics.as_str().unwrap();
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains("waiting_requests "))
+        .unwrap_or_else(|| panic!("no waiting_requests gauge on {}:\n{text}", n.name));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Waits until `n` holds `count` waiting requests (a live puller's wait has reached it).
+async fn wait_waiting(n: &TestNode, count: u64) {
+    let what = format!("{} to hold {count} waiting requests", n.name);
+    wait_for(&what, LIVE, || async {
+        (waiting_requests(n).await == count).then_some(())
+    })
+    .await
+}
+
 async fn start(name: &str, octet: u8, extra_args: &[&str]) -> TestNode {
     let opts = NodeOptions {
         extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -293,8 +313,9 @@ async fn puller_reconnects_to_a_source_restarted_after_kill9() {
     b.wait_first_round().await;
     let mut acks: Vec<Ack> = Vec::new();
     acks.push(a.put_doc("docs", "before-0", "before the kill").await);
-    // Delivered: b's live task is back to waiting on a.
     wait_doc(&b, "docs", "before-0", Some("before the kill"), LIVE).await;
+    // b's live task is back to waiting on a.
+    wait_waiting(&a, 1).await;
     // Acknowledged writes whose delivery races the kill.
     for i in 1..5 {
         acks.push(
@@ -520,6 +541,7 @@ async fn waiting_request_limit_answers_429() {
     let (first, _, held) = futures::future::select_all(three).await;
     assert_too_many_waiting(&first.unwrap());
     assert!(held.iter().all(|h| !h.is_finished()), "two are held");
+    assert_eq!(waiting_requests(&a).await, 2);
     // Two are held now, so a fourth is refused for certain.
     assert_too_many_waiting(&send(a.request("GET", &path)).await);
     // A request without `wait` is answered as always.
@@ -582,8 +604,9 @@ async fn sigterm_stops_a_live_puller_promptly() {
     b.set_peers(&[(&a, "pull")], 100).await;
     b.wait_first_round().await;
     a.put_doc("docs", "d1", "delivered").await;
-    // Delivered: b's live task is back to waiting on a.
     wait_doc(&b, "docs", "d1", Some("delivered"), LIVE).await;
+    // b's live task is back to waiting on a.
+    wait_waiting(&a, 1).await;
     let t = Instant::now();
     b.sigterm();
     let exit = b.wait_exit(AT_ONCE).await;
