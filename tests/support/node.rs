@@ -164,13 +164,37 @@ impl TestNode {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.sigterm();
         let mut c = self.child.take().expect("node is running");
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .expect("kill -TERM");
         c.wait().expect("wait for rag-node")
+    }
+
+    /// Sends SIGTERM and returns at once; [`wait_exit`](Self::wait_exit) sees the exit.
+    pub fn sigterm(&self) {
+        let pid = self.pid().expect("node is running");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill -TERM")
+            .success();
+        assert!(ok, "kill -TERM {pid} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running then.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let c = self.child.as_mut().expect("node is running");
+            if let Some(status) = c.try_wait().expect("try_wait on rag-node") {
+                self.child = None;
+                return Some(status);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub async fn restart(&mut self) {
@@ -190,6 +214,18 @@ impl TestNode {
             Some(t) => r.bearer_auth(t),
             None => r,
         }
+    }
+
+    /// A request to the node, with its token if it has one, for a test to send itself
+    /// (e.g. from a spawned task, or to read the response headers).
+    pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.req(method.parse().unwrap(), path)
+    }
+
+    /// A request to the node without any `Authorization` header.
+    pub fn request_without_token(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method.parse().unwrap(), format!("{}{}", self.url(), path))
     }
 
     /// Sends a request; returns status and JSON body.
@@ -438,6 +474,18 @@ pub async fn assert_converged(nodes: &[&TestNode]) -> BTreeMap<String, Value> {
         }
     }
     first
+}
+
+/// The common dump of `nodes` if every node holds identical data now, else `None`: what
+/// [`assert_converged`] checks, for a test that waits for convergence.
+pub async fn converged(nodes: &[&TestNode]) -> Option<BTreeMap<String, Value>> {
+    let first = nodes[0].dump().await;
+    for n in &nodes[1..] {
+        if n.dump().await != first {
+            return None;
+        }
+    }
+    Some(first)
 }
 
 /// Asserts, on a converged dump, that every acknowledged write is present, or recorded as a
