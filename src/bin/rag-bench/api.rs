@@ -7,6 +7,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
+use rag_sync::model::Document;
+
 use crate::corpus::{Loader, COLLECTION};
 use crate::nodes::Node;
 
@@ -168,6 +170,25 @@ pub async fn wait_round(http: &reqwest::Client, node: &Node, peer: &str) -> Resu
     .await
 }
 
+/// Waits until `node` has finished a round with every peer it is configured with (the one
+/// a config change starts).
+pub async fn wait_rounds(http: &reqwest::Client, node: &Node) -> Result<()> {
+    wait_status(
+        http,
+        node,
+        "a first round with every peer",
+        Duration::from_secs(60),
+        |s| {
+            s["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|p| !p["last_attempt_ms"].is_null())
+        },
+    )
+    .await
+}
+
 /// Has `node` pull from every other node of `peers`, with a one-day interval (rounds run
 /// only when the bench asks) and pages of `batch`.
 pub async fn configure(
@@ -176,19 +197,58 @@ pub async fn configure(
     peers: &[&Node],
     batch: usize,
 ) -> Result<()> {
-    let peers: Vec<Value> = peers
+    let sources: Vec<&Node> = peers
         .iter()
+        .copied()
         .filter(|p| p.name != node.name)
+        .collect();
+    configure_pulls(http, node, &sources, 86_400, batch).await
+}
+
+/// Replaces `node`'s peers with pulls from each of `sources` (`PUT /admin/config`), at
+/// `interval_seconds` and pages of `batch`.
+pub async fn configure_pulls(
+    http: &reqwest::Client,
+    node: &Node,
+    sources: &[&Node],
+    interval_seconds: u64,
+    batch: usize,
+) -> Result<()> {
+    let peers: Vec<Value> = sources
+        .iter()
         .map(|p| json!({"peer_id": p.name, "endpoint": p.url(), "direction": "pull"}))
         .collect();
     call(
         http,
         reqwest::Method::PUT,
         format!("{}/admin/config", node.url()),
-        Some(json!({"peers": peers, "interval_seconds": 86_400, "batch_size": batch})),
+        Some(json!({
+            "peers": peers,
+            "interval_seconds": interval_seconds,
+            "batch_size": batch,
+        })),
     )
     .await?;
     Ok(())
+}
+
+/// One local write through the data API: `PUT {node}/collections/{collection}/documents/{id}`
+/// with `doc`'s content and metadata.
+pub async fn put_document(
+    http: &reqwest::Client,
+    node: &str,
+    collection: &str,
+    id: &str,
+    doc: &Document,
+) -> Result<()> {
+    call(
+        http,
+        reqwest::Method::PUT,
+        format!("{node}/collections/{collection}/documents/{id}"),
+        Some(json!({"content": doc.content, "metadata": doc.metadata})),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Local writes through the data API (`PUT /collections/docs/documents/{id}`), 32 in flight,
@@ -205,16 +265,7 @@ pub async fn put_documents(
             let node = nodes[k % nodes.len()].url();
             let mut doc = loader.document(k, revision);
             doc.id = id.clone();
-            async move {
-                call(
-                    http,
-                    reqwest::Method::PUT,
-                    format!("{node}/collections/{COLLECTION}/documents/{id}"),
-                    Some(json!({"content": doc.content, "metadata": doc.metadata})),
-                )
-                .await
-                .map(|_| ())
-            }
+            async move { put_document(http, &node, COLLECTION, &id, &doc).await }
         })
         .buffer_unordered(32)
         .try_collect::<()>()
