@@ -72,12 +72,14 @@ impl Delivery {
     }
 }
 
-/// One node's resident set (VmRSS) over the sustained stream, sampled every second: the
-/// first and last sample and the largest, in bytes.
+/// One node's resident set (VmRSS) over the sustained stream, sampled every second from the
+/// first write: the first sample (the fresh node), the one halfway through the stream, the
+/// last (every change delivered) and the largest, in bytes.
 #[derive(Debug, Clone)]
 pub struct RssSeries {
     pub node: String,
     pub first: f64,
+    pub mid: f64,
     pub last: f64,
     pub max: f64,
 }
@@ -469,6 +471,7 @@ async fn sustained(ctx: &Ctx<'_>) -> Result<Sustained> {
             RssSeries {
                 node: n.name.clone(),
                 first: series[0],
+                mid: series[(SUSTAINED_FOR.as_secs() as usize / 2).min(series.len() - 1)],
                 last: series[series.len() - 1],
                 max: series.iter().copied().fold(0.0, f64::max),
             }

@@ -186,16 +186,17 @@ pub fn latency_run_line(run: usize, f: &LatencyFigures) -> String {
             .iter()
             .map(|r| {
                 format!(
-                    "{} {:.1}/{:.1}/{:.1}",
+                    "{} {:.1}/{:.1}/{:.1}/{:.1}",
                     r.node,
                     r.first / MIB,
+                    r.mid / MIB,
                     r.last / MIB,
                     r.max / MIB
                 )
             })
             .collect();
         parts.push(format!(
-            "sustained {:.0} writes/s, delivery {}, VmRSS MiB first/last/max {}",
+            "sustained {:.0} writes/s, delivery {}, VmRSS MiB first/mid/last/max {}",
             s.rate,
             delivery(&s.delivery),
             rss.join(", ")
@@ -311,6 +312,12 @@ pub fn latency_summary(runs: &[LatencyFigures]) -> Vec<String> {
         col(&rss(|r| r.last - r.first)),
         None,
     );
+    figure(
+        "sustained: VmRSS last-mid (max)",
+        "MiB",
+        col(&rss(|r| r.last - r.mid)),
+        None,
+    );
     out
 }
 
@@ -333,6 +340,32 @@ mod tests {
         assert_eq!(quantile(&v, 1.0), 200.0);
         assert_eq!(quantile(&[7.0], 0.99), 7.0);
         assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn latency_summary_holds_each_figure_to_its_target_and_skips_figures_not_run() {
+        let quick = |p50_ms, p99_ms| LatencyFigures {
+            mesh5: Delivery {
+                p50_ms,
+                p99_ms,
+                max_ms: p99_ms,
+                count: 200,
+            },
+            ..Default::default()
+        };
+        let lines = latency_summary(&[quick(4.0, 60.0), quick(12.0, 40.0), quick(8.0, 45.0)]);
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("mesh5: visible on all, p50"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("median        8.0"), "{}", lines[0]);
+        assert!(lines[0].ends_with("(target <= 10: met)"), "{}", lines[0]);
+        assert!(lines[1].contains("median       45.0"), "{}", lines[1]);
+        assert!(lines[1].ends_with("(target <= 50: met)"), "{}", lines[1]);
+        let slow = latency_summary(&[quick(11.0, 51.0)]);
+        assert!(slow.iter().all(|l| l.ends_with("NOT met)")), "{slow:#?}");
     }
 
     #[test]
