@@ -76,6 +76,18 @@ pub struct SyncConfig {
     /// Tombstones older than this HLC may be purged (set by the operator).
     #[serde(default)]
     pub gc_horizon: Option<Hlc>,
+    /// Deliver changes as they commit (the default). Off, changes move only in the rounds
+    /// every `interval_seconds` and on `POST /admin/sync`.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub live: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 fn default_interval() -> u64 {
@@ -96,6 +108,7 @@ impl Default for SyncConfig {
             batch_size: default_batch(),
             conflict_strategy: ConflictStrategy::default(),
             gc_horizon: None,
+            live: true,
         }
     }
 }
@@ -172,6 +185,18 @@ mod tests {
         c.validate().unwrap();
         let d: SyncConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(d, SyncConfig::default());
+    }
+
+    #[test]
+    fn live_is_the_default_and_only_its_absence_is_written() {
+        let d = SyncConfig::default();
+        assert!(d.live);
+        assert!(!serde_json::to_string(&d).unwrap().contains("live"));
+        let off: SyncConfig = serde_json::from_str(r#"{"live": false}"#).unwrap();
+        assert!(!off.live);
+        let text = serde_json::to_string(&off).unwrap();
+        assert!(text.contains(r#""live":false"#), "{text}");
+        assert_eq!(serde_json::from_str::<SyncConfig>(&text).unwrap(), off);
     }
 
     #[test]

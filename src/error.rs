@@ -21,6 +21,9 @@ pub enum Error {
     Unauthorized(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The node holds as many waiting requests as it allows.
+    #[error("{0}")]
+    TooManyWaiting(String),
     /// A peer answered with an error, or with something that is not the protocol.
     #[error("peer {peer}: {message}")]
     Peer { peer: String, message: String },
@@ -56,6 +59,7 @@ impl Error {
             Error::EmbeddingMismatch(_) => StatusCode::CONFLICT,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooManyWaiting(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Peer { .. } | Error::PeerRefused { .. } | Error::PeerUnreachable { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -74,6 +78,7 @@ impl Error {
             Error::EmbeddingMismatch(_) => "embedding_mismatch",
             Error::Unauthorized(_) => "unauthorized",
             Error::PayloadTooLarge(_) => "body_too_large",
+            Error::TooManyWaiting(_) => "too_many_waiting",
             Error::Peer { .. } => "peer_error",
             Error::PeerRefused { code, .. } => code,
             Error::PeerUnreachable { .. } => "peer_unreachable",
@@ -92,6 +97,7 @@ impl Error {
         "embedding_mismatch",
         "unauthorized",
         "body_too_large",
+        "too_many_waiting",
         "peer_error",
         "peer_unreachable",
         "storage_error",
@@ -134,6 +140,7 @@ mod tests {
             Error::EmbeddingMismatch("x".into()),
             Error::Unauthorized("x".into()),
             Error::PayloadTooLarge("x".into()),
+            Error::TooManyWaiting("x".into()),
             Error::Peer {
                 peer: peer(),
                 message: "x".into(),

@@ -569,13 +569,7 @@ async fn status_backlog_and_metrics_report_lag_inputs() {
         .ok("GET", &format!("/admin/backlog?since={cp}"), None)
         .await;
     assert_eq!(backlog, json!({"pending": 0, "oldest": null}));
-    let w1 = a.put_doc("docs", "new1", "x").await;
-    a.put_doc("docs", "new2", "x").await;
-    let backlog = a
-        .ok("GET", &format!("/admin/backlog?since={cp}"), None)
-        .await;
-    assert_eq!(backlog["pending"], 2);
-    assert_eq!(backlog["oldest"], w1.hlc.as_str());
+    // Status and metrics before the new writes, which b's live pull then delivers.
     let status = b.status().await;
     let peer = &status["peers"][0];
     assert_eq!(peer["node_id"], a.status().await["node_id"]);
@@ -588,6 +582,26 @@ async fn status_backlog_and_metrics_report_lag_inputs() {
         "{text}"
     );
     assert!(text.contains("ragsync_documents 5"), "{text}");
+    let w1 = a.put_doc("docs", "new1", "x").await;
+    a.put_doc("docs", "new2", "x").await;
+    let backlog = a
+        .ok("GET", &format!("/admin/backlog?since={cp}"), None)
+        .await;
+    assert_eq!(backlog["pending"], 2);
+    assert_eq!(backlog["oldest"], w1.hlc.as_str());
+    // b pulls them live, with no sync call, and measures how long each took to arrive.
+    let text = support::node::wait_for("live delivery to b", support::node::WAIT, || async {
+        let m = b.ok("GET", "/metrics", None).await;
+        let text = m.as_str().unwrap().to_string();
+        text.contains("ragsync_pulled_changes_total{peer=\"lag-a\"} 8")
+            .then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains("ragsync_delivery_latency_seconds_count{peer=\"lag-a\"} 8"),
+        "{text}"
+    );
+    assert!(text.contains("ragsync_waiting_requests 0"), "{text}");
 }
 
 /// Every `GET /sync/changes` page says in headers where the next one starts (what a puller

@@ -37,6 +37,9 @@ struct Args {
     /// Tombstones younger than this are kept even below the GC horizon.
     #[arg(long, default_value_t = 3600)]
     tombstone_min_age_seconds: u64,
+    /// Most `GET /sync/changes?wait=` requests held at once; beyond, a 429.
+    #[arg(long, default_value_t = rag_sync::sync::feed::DEFAULT_MAX_WAITING, env = "RAG_NODE_MAX_WAITING")]
+    max_waiting: usize,
     #[arg(long, value_enum, default_value = "text", env = "RAG_NODE_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -74,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     manager.set_tombstone_min_age(std::time::Duration::from_secs(
         args.tombstone_min_age_seconds,
     ));
+    manager.feed().set_max_waiting(args.max_waiting);
     manager.start_scheduler();
     let app = rag_sync::node::app(manager.clone(), token.map(Arc::from));
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -86,9 +90,16 @@ async fn main() -> anyhow::Result<()> {
         "rag-node ready"
     );
     axum::serve(listener.tap_io(rag_sync::node::nodelay), app)
-        .with_graceful_shutdown(rag_sync::shutdown::signal())
+        .with_graceful_shutdown({
+            let manager = manager.clone();
+            async move {
+                rag_sync::shutdown::signal().await;
+                // Waiting requests answer now, so that the graceful stop does not wait them out.
+                manager.shutdown();
+            }
+        })
         .await?;
-    manager.stop_scheduler();
+    manager.shutdown();
     tracing::info!("rag-node stopped");
     Ok(())
 }

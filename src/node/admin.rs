@@ -99,6 +99,7 @@ async fn metrics(State(s): State<NodeState>) -> Result<impl IntoResponse> {
     let store = &s.store;
     let stats = store.stats().await?;
     m.documents.set(stats.documents as i64);
+    m.waiting.set(s.manager.feed().waiting() as i64);
     m.tombstones.set(stats.tombstones as i64);
     m.retained_conflicts.set(stats.conflicts as i64);
     m.head_wall_ms.set(store.head().await?.wall_ms() as i64);

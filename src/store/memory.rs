@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::store::engine::{self, Ctx, Txn};
 use crate::store::{
-    ApplyMode, ApplyReport, Backlog, ChangeFilter, ChangesPage, Checkpoint, CheckpointKey,
+    ApplyMode, ApplyReport, Backlog, ChangeFilter, ChangesPage, Checkpoint, CheckpointKey, Commits,
     ConflictEntry, DocumentPage, PreparedChanges, Store, StoreStats,
 };
 
@@ -87,6 +87,7 @@ pub struct MemoryStore {
     node: NodeId,
     incarnation: String,
     clock: HlcClock,
+    commits: Commits,
 }
 
 impl MemoryStore {
@@ -96,6 +97,7 @@ impl MemoryStore {
             node,
             incarnation: format!("{:016x}", rand::random::<u64>()),
             clock,
+            commits: Commits::default(),
         }
     }
 
@@ -108,6 +110,8 @@ impl MemoryStore {
         };
         let out = f(&mut next, &ctx)?;
         *guard = next;
+        drop(guard);
+        self.commits.committed();
         Ok(out)
     }
 
@@ -229,6 +233,10 @@ impl Store for MemoryStore {
             }
             st
         }))
+    }
+
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     async fn head(&self) -> Result<Hlc> {

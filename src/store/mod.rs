@@ -176,6 +176,29 @@ pub struct DocumentPage {
     pub next: Option<String>,
 }
 
+/// Tells waiting readers of the log that it may have moved: a counter bumped after every
+/// committed write. A reader takes [`Commits::subscribe`] (or marks its receiver seen)
+/// before it reads, so a commit that lands after the read is never missed.
+#[derive(Debug)]
+pub struct Commits(tokio::sync::watch::Sender<u64>);
+
+impl Default for Commits {
+    fn default() -> Self {
+        Commits(tokio::sync::watch::Sender::new(0))
+    }
+}
+
+impl Commits {
+    /// Called by a store after each write that committed.
+    pub fn committed(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
 /// What a RAG service implements to embed rag-sync. Every method that returns `Ok` after a
 /// write has made that write durable.
 #[async_trait]
@@ -208,6 +231,8 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self) -> Result<StoreStats>;
 
     // Sync.
+    /// Changes after every commit (see [`Commits`]): what a waiting pull waits on.
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Cursor of the latest commit (zero for an empty log).
     async fn head(&self) -> Result<Hlc>;
     async fn changes_since(

@@ -125,7 +125,7 @@ impl HttpSyncPeer {
         content_encoding: Option<&str>,
     ) -> Result<T> {
         let (_, bytes) = self
-            .fetch(method, path_and_query, body, content_encoding)
+            .fetch(method, path_and_query, body, content_encoding, None)
             .await?;
         self.decode(path_and_query, &bytes)
     }
@@ -144,6 +144,7 @@ impl HttpSyncPeer {
         path_and_query: &str,
         body: Option<Vec<u8>>,
         content_encoding: Option<&str>,
+        wait: Option<Duration>,
     ) -> Result<(reqwest::header::HeaderMap, axum::body::Bytes)> {
         let url = format!("{}{}", self.base, path_and_query);
         // Bytes: a retry resends the body without copying it.
@@ -154,6 +155,9 @@ impl HttpSyncPeer {
                 tokio::time::sleep(self.opts.backoff * 2u32.pow(attempt - 1)).await;
             }
             let mut req = self.client.request(method.clone(), &url);
+            if let Some(w) = wait {
+                req = req.timeout(self.opts.request_timeout + w);
+            }
             if let Some(t) = &self.opts.token {
                 req = req.bearer_auth(t);
             }
@@ -240,9 +244,15 @@ impl HttpSyncPeer {
             since,
             limit,
             filter: filter.clone(),
+            wait: None,
         }
         .to_path_and_query();
-        let (headers, body) = self.fetch(Method::GET, &q, None, None).await?;
+        self.raw_page(q, None).await
+    }
+
+    /// Fetches a page; a waiting one may take `wait` longer than the request timeout.
+    async fn raw_page(&self, q: String, wait: Option<Duration>) -> Result<RawPage> {
+        let (headers, body) = self.fetch(Method::GET, &q, None, None, wait).await?;
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let next = match (header(WATERMARK_HEADER), header(HAS_MORE_HEADER)) {
             (None, None) => None,
@@ -263,6 +273,24 @@ impl HttpSyncPeer {
             body,
             next,
         })
+    }
+
+    /// The first change after `since` that `filter` admits, waiting up to `wait` on the peer
+    /// for one to be committed (an empty page when none came).
+    pub async fn wait_changes(
+        &self,
+        since: Hlc,
+        filter: &ChangeFilter,
+        wait: Duration,
+    ) -> Result<RawPage> {
+        let q = ChangesQuery {
+            since,
+            limit: 1,
+            filter: filter.clone(),
+            wait: Some(wait),
+        }
+        .to_path_and_query();
+        self.raw_page(q, Some(wait)).await
     }
 
     /// Pushes a `POST /sync/changes` body encoded already, zstd-compressed if `zstd`.

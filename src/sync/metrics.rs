@@ -19,6 +19,9 @@ pub struct Metrics {
     served: Counter,
     push_applied: Counter,
     round_seconds: Histogram,
+    delivery: Family<PeerLabels, Histogram, fn() -> Histogram>,
+    /// `GET /sync/changes?wait=` requests held now.
+    pub waiting: Gauge,
     pub head_wall_ms: Gauge,
     pub documents: Gauge,
     pub tombstones: Gauge,
@@ -42,6 +45,10 @@ impl Metrics {
             served: Counter::default(),
             push_applied: Counter::default(),
             round_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
+            delivery: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+            waiting: Gauge::default(),
             head_wall_ms: Gauge::default(),
             documents: Gauge::default(),
             tombstones: Gauge::default(),
@@ -80,6 +87,16 @@ impl Metrics {
             m.round_seconds.clone(),
         );
         registry.register(
+            "delivery_latency_seconds",
+            "From a change's commit on its origin (its HLC wall time) to its apply here",
+            m.delivery.clone(),
+        );
+        registry.register(
+            "waiting_requests",
+            "Change feed requests held waiting for a commit",
+            m.waiting.clone(),
+        );
+        registry.register(
             "head_wall_milliseconds",
             "Wall time of the change log head",
             m.head_wall_ms.clone(),
@@ -113,6 +130,14 @@ impl Metrics {
         self.round_seconds.observe(seconds);
         if failed {
             self.errors.get_or_create(&Self::peer(peer)).inc();
+        }
+    }
+
+    /// Pulled changes applied at `now_ms`, written at `written_ms` on their origins.
+    pub fn delivered(&self, peer: &str, now_ms: u64, written_ms: &[u64]) {
+        let h = self.delivery.get_or_create(&Self::peer(peer));
+        for w in written_ms {
+            h.observe(now_ms.saturating_sub(*w) as f64 / 1000.0);
         }
     }
 

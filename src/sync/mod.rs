@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod embedding;
+pub mod feed;
 pub mod manager;
 pub mod metrics;
 pub mod server;

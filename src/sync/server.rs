@@ -77,6 +77,9 @@ fn accepts(headers: &axum::http::HeaderMap, coding: &str) -> bool {
 /// One piece matters: a stream of compressed chunks ends in a small segment that can wait for
 /// a delayed ACK (about 40 ms per page on Linux unless the listener sets `TCP_NODELAY`).
 /// Other clients get the plain body, which the app's compression layer encodes as they ask.
+///
+/// With `wait`, a request that finds nothing after `since` is held (costing no CPU) until a
+/// commit gives it something, its wait ends, or the node stops; then it answers as without.
 async fn changes(
     State(m): State<Arc<SyncManager>>,
     headers: axum::http::HeaderMap,
@@ -86,14 +89,40 @@ async fn changes(
         since,
         limit,
         filter,
+        wait,
     } = ChangesQuery::parse(params)?;
-    let mut out = if accepts(&headers, "zstd") {
-        PageWriter::zstd(PAGE_ZSTD_LEVEL)?
-    } else {
-        PageWriter::plain()
+    let zstd = accepts(&headers, "zstd");
+    let feed = m.feed();
+    let waiting = match wait {
+        Some(w) => Some((feed.enter()?, tokio::time::Instant::now() + w)),
+        None => None,
     };
-    out.begin_changes()?;
-    let (mut out, page) = m.store().write_changes(since, limit, &filter, out).await?;
+    let mut commits = m.store().commits();
+    let (out, page) = loop {
+        // Marked seen before the read: a commit after it wakes the wait below.
+        commits.borrow_and_update();
+        let mut out = if zstd {
+            PageWriter::zstd(PAGE_ZSTD_LEVEL)?
+        } else {
+            PageWriter::plain()
+        };
+        out.begin_changes()?;
+        let (out, page) = m.store().write_changes(since, limit, &filter, out).await?;
+        let Some((_, deadline)) = &waiting else {
+            break (out, page);
+        };
+        if page.count > 0 || page.has_more || feed.is_stopping() {
+            break (out, page);
+        }
+        // Nothing yet: hold the request until a commit, the deadline or the node's stop.
+        tokio::select! {
+            changed = commits.changed() => if changed.is_err() { break (out, page) },
+            _ = tokio::time::sleep_until(*deadline) => break (out, page),
+            _ = feed.stopped() => break (out, page),
+        }
+        drop(out);
+    };
+    let mut out = out;
     out.end_page(page.watermark, page.has_more)?;
     m.metrics().served_changes(page.count);
     // Where the next page starts, also in headers: a client can request it before it has

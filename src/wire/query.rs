@@ -1,6 +1,8 @@
 //! Query parameters: encoded by the clients, parsed (with a 400 that names the parameter)
 //! by the servers.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -50,12 +52,17 @@ impl ChangeFilter {
     }
 }
 
-/// `GET /sync/changes?since=&limit=&collections=&exclude_collections=&exclude_origin=`.
+/// Longest a `GET /sync/changes` may wait for a change.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// `GET /sync/changes?since=&limit=&collections=&exclude_collections=&exclude_origin=&wait=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangesQuery {
     pub since: Hlc,
     pub limit: usize,
     pub filter: ChangeFilter,
+    /// When nothing lies after `since`: how long to hold the request for a commit.
+    pub wait: Option<Duration>,
 }
 
 /// The raw parameters of [`ChangesQuery`], as axum's `Query` extracts them.
@@ -67,6 +74,7 @@ pub struct ChangesParams {
     collections: Option<String>,
     exclude_collections: Option<String>,
     exclude_origin: Option<String>,
+    wait: Option<String>,
 }
 
 impl ChangesQuery {
@@ -82,6 +90,9 @@ impl ChangesQuery {
         if let Some(o) = self.filter.exclude_origin {
             q.push_str("&exclude_origin=");
             q.push_str(&o.to_hex());
+        }
+        if let Some(w) = self.wait {
+            q.push_str(&format!("&wait={}ms", w.as_millis()));
         }
         q
     }
@@ -104,8 +115,33 @@ impl ChangesQuery {
                     })
                     .transpose()?,
             },
+            wait: parse_wait(p.wait.as_deref())?.filter(|w| !w.is_zero()),
         })
     }
+}
+
+/// Parses `wait`: a whole number of `ms` or `s`, clamped to [`MAX_WAIT`].
+pub fn parse_wait(param: Option<&str>) -> Result<Option<Duration>> {
+    let Some(s) = param else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::bad(format!(
+            "wait must be a whole number of ms or s (e.g. 250ms, 25s), got '{s}'"
+        ))
+    };
+    let (digits, unit): (&str, fn(u64) -> Duration) = if let Some(n) = s.strip_suffix("ms") {
+        (n, Duration::from_millis)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, Duration::from_secs)
+    } else {
+        return Err(bad());
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().unwrap_or(u64::MAX);
+    Ok(Some(unit(n.min(MAX_WAIT.as_millis() as u64)).min(MAX_WAIT)))
 }
 
 /// `GET /admin/backlog?since=&collections=`.
@@ -209,6 +245,7 @@ mod tests {
                 exclude_collections: vec!["z".into()],
                 exclude_origin: Some(NodeId(0x2a)),
             },
+            wait: Some(Duration::from_millis(25_000)),
         };
         let written = q.to_path_and_query();
         let query = written.strip_prefix("/sync/changes?").unwrap();
@@ -234,6 +271,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("collections"), "{e}");
+    }
+
+    #[test]
+    fn wait_is_ms_or_s_clamped_and_anything_else_is_named() {
+        let wait = |q: &str| ChangesQuery::parse(params(q)).map(|q| q.wait);
+        assert_eq!(
+            wait("wait=250ms").unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(wait("wait=25s").unwrap(), Some(Duration::from_secs(25)));
+        assert_eq!(wait("wait=3600s").unwrap(), Some(MAX_WAIT));
+        assert_eq!(wait("wait=99999999999999999999ms").unwrap(), Some(MAX_WAIT));
+        assert_eq!(wait("wait=0s").unwrap(), None);
+        assert_eq!(wait("").unwrap(), None);
+        for bad in [
+            "wait=abc",
+            "wait=5",
+            "wait=-1s",
+            "wait=1.5s",
+            "wait=s",
+            "wait=2m",
+        ] {
+            let e = wait(bad).unwrap_err().to_string();
+            assert!(e.starts_with("wait must be"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -187,6 +187,7 @@ impl SyncPolicySpec {
                 .map_err(|_| format!("spec.batchSize: {} is out of range", self.batch_size))?,
             conflict_strategy: self.conflict_strategy,
             gc_horizon,
+            live: true,
         };
         c.validate()?;
         Ok(c)

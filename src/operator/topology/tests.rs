@@ -104,6 +104,7 @@ fn empty_and_single_member() {
 #[test]
 fn config_keeps_policy_settings() {
     let base = SyncConfig {
+        live: true,
         interval_seconds: 7,
         batch_size: 42,
         conflict_strategy: crate::config::ConflictStrategy::Merge,

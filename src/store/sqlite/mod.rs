@@ -39,8 +39,8 @@ use crate::model::{
 use crate::store::engine::{self, Ctx, Txn};
 use crate::store::{
     ApplyMode, ApplyReport, Backlog, ChangeFilter, ChangesPage, Checkpoint, CheckpointDirection,
-    CheckpointKey, ConflictEntry, DocumentPage, PageInfo, PageWriter, PreparedChanges, Store,
-    StoreStats,
+    CheckpointKey, Commits, ConflictEntry, DocumentPage, PageInfo, PageWriter, PreparedChanges,
+    Store, StoreStats,
 };
 use checkpointer::{CheckpointShared, Checkpointer};
 use rows::{query_records, RECORD_COLUMNS, R_COLUMNS};
@@ -60,6 +60,7 @@ struct Inner {
     clock: Arc<HlcClock>,
     /// The checkpoint thread's state, for [`StoreStats::checkpoint_pending`].
     checkpoint: Arc<CheckpointShared>,
+    commits: Commits,
 }
 
 /// Concurrent reads at most (each on its own connection and blocking thread).
@@ -181,6 +182,7 @@ impl SqliteStore {
                 incarnation,
                 clock,
                 checkpoint,
+                commits: Commits::default(),
             }),
         })
     }
@@ -208,7 +210,9 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut SqlTxn, &Ctx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.inner.writer.run(false, f).await
+        let out = self.inner.writer.run(false, f).await?;
+        self.inner.commits.committed();
+        Ok(out)
     }
 
     /// Runs `f` on a reader connection inside one read transaction (one snapshot).
@@ -397,6 +401,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.commits.subscribe()
+    }
+
     async fn head(&self) -> Result<Hlc> {
         self.read(|tx| head_of(tx)).await
     }
@@ -478,6 +486,9 @@ impl Store for SqliteStore {
             })
             .await?;
         drop(retired);
+        if report.applied > 0 {
+            self.inner.commits.committed();
+        }
         Ok(report)
     }
 

@@ -1,6 +1,7 @@
 //! `SyncManager`: the node's peers, per-peer checkpoints and statistics, and sync rounds (pull,
 //! push, or both, per peer); the pull pipeline, the push and the scheduler in their own files.
 
+mod live;
 mod pull;
 mod push;
 mod scheduler;
@@ -21,6 +22,7 @@ use crate::hlc::Hlc;
 use crate::store::{CheckpointDirection, CheckpointKey, Store};
 use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer};
 use crate::sync::embedding::{embedding_mismatches, local_collections};
+use crate::sync::feed::Feed;
 use crate::sync::metrics::Metrics;
 use crate::wire::{ChangeFilter, PeerRoundStats, PeerStatus, WatermarkResponse};
 
@@ -50,6 +52,12 @@ pub struct SyncManager {
     /// Changes of pulled pages in memory (fetching, decoding, queued or being applied),
     /// across all pulls: one permit per change (see [`PAGE_BUDGET`]).
     page_budget: Arc<tokio::sync::Semaphore>,
+    /// The bounds of this node's waiting change feed.
+    feed: Feed,
+    /// Live delivery: one task per peer (see `live`), once started.
+    live: Mutex<BTreeMap<String, live::LiveTask>>,
+    live_on: std::sync::atomic::AtomicBool,
+    me: std::sync::Weak<SyncManager>,
 }
 
 /// One round with one peer: what its pull and push need.
@@ -97,20 +105,26 @@ fn now_ms() -> u64 {
 
 impl SyncManager {
     pub fn new(store: Arc<dyn Store>, opts: ClientOptions) -> Result<Arc<Self>> {
-        Ok(Arc::new(SyncManager {
+        let http = build_client(&opts)?;
+        let decoder = Decoder::start()?;
+        Ok(Arc::new_cyclic(|me| SyncManager {
             store,
             config: RwLock::new(SyncConfig::default()),
             peers: Mutex::new(BTreeMap::new()),
             round_locks: Mutex::new(BTreeMap::new()),
-            http: build_client(&opts)?,
+            http,
             opts,
             metrics: Arc::new(Metrics::new()),
             wake: Notify::new(),
             scheduler: Mutex::new(None),
             tombstone_min_age_ms: std::sync::atomic::AtomicU64::new(3_600_000),
             apply_lock: tokio::sync::Mutex::new(()),
-            decoder: Decoder::start()?,
+            decoder,
             page_budget: Arc::new(tokio::sync::Semaphore::new(PAGE_BUDGET)),
+            feed: Feed::default(),
+            live: Mutex::new(BTreeMap::new()),
+            live_on: std::sync::atomic::AtomicBool::new(false),
+            me: me.clone(),
         }))
     }
 
@@ -131,6 +145,11 @@ impl SyncManager {
     /// zero between rounds.
     pub fn pulled_pages_in_memory(&self) -> usize {
         PAGE_BUDGET - self.page_budget.available_permits()
+    }
+
+    /// The bounds of this node's waiting change feed (`GET /sync/changes?wait=`).
+    pub fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -186,6 +205,8 @@ impl SyncManager {
             );
         }
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+        drop(peers);
+        self.reconcile_live();
     }
 
     /// Adds (or replaces) one peer.

@@ -232,11 +232,17 @@ impl SyncManager {
             };
             let started = Instant::now();
             let n = changes.len();
+            let written_ms: Vec<u64> = changes
+                .changes
+                .iter()
+                .map(|c| c.version.hlc.wall_ms())
+                .collect();
             let report = self
                 .store
                 .apply_prepared(changes, strategy, ApplyMode::Prefix, Some(checkpoint))
                 .await?;
             drop(budget);
+            self.metrics.delivered(&cfg.peer_id, now_ms(), &written_ms);
             tracing::trace!(
                 peer = %cfg.peer_id,
                 changes = n,

@@ -1,5 +1,6 @@
-//! The background scheduler: a round with every peer each `interval_seconds`, and at once
-//! when woken by a configuration change.
+//! The background work: live delivery (a task per peer, see `live`) and the anti-entropy
+//! scheduler, a round with every peer each `interval_seconds` and at once after a
+//! configuration change, as a safety net under live delivery.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -8,13 +9,14 @@ use std::time::Duration;
 use super::SyncManager;
 
 impl SyncManager {
-    /// Starts the background scheduler: a round with every peer each `interval_seconds`,
-    /// and at once after a configuration change.
+    /// Starts live delivery to and from every peer, and the anti-entropy scheduler: a round
+    /// with every peer each `interval_seconds`, and at once after a configuration change.
     pub fn start_scheduler(self: &Arc<Self>) {
         let mut slot = self.scheduler.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_some() {
             return;
         }
+        self.start_live();
         let m = self.clone();
         *slot = Some(tokio::spawn(async move {
             loop {
@@ -41,7 +43,16 @@ impl SyncManager {
         }));
     }
 
+    /// Stops live delivery and the scheduler, and ends every waiting request this node
+    /// holds: what a node does when asked to stop.
+    pub fn shutdown(&self) {
+        self.feed.stop();
+        self.stop_scheduler();
+    }
+
+    /// Stops live delivery and the scheduler.
     pub fn stop_scheduler(&self) {
+        self.stop_live();
         if let Some(h) = self
             .scheduler
             .lock()

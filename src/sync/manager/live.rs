@@ -1,0 +1,195 @@
+//! Live delivery: one long-lived task per peer. It runs a round, then waits for a reason to
+//! run the next: for a pull edge, a waiting `GET /sync/changes` on the peer from this node's
+//! checkpoint answers with something; for a push edge, this node commits. On error it backs
+//! off with jitter and resumes from the checkpoints, which the rounds keep as always.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::SyncManager;
+use crate::config::PeerConfig;
+use crate::hlc::Hlc;
+use crate::wire::ChangeFilter;
+
+/// How long a waiting pull asks the peer to hold it (under the client's request timeout).
+pub const LIVE_WAIT: Duration = Duration::from_secs(25);
+
+/// After a local commit wakes a push, how long it waits for more to send in the same page.
+const PUSH_COALESCE: Duration = Duration::from_millis(2);
+
+/// First and largest pause after a failed round or wait.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A running live task and the peer configuration it was started for.
+pub(super) struct LiveTask {
+    config: PeerConfig,
+    handle: JoinHandle<()>,
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// Why a live task runs its next round.
+enum Wake {
+    Remote,
+    Local,
+    Failed,
+}
+
+fn backoff(failures: u32) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1 << failures.min(6))
+        .min(BACKOFF_MAX);
+    // Up to half again, so that peers that failed together do not retry together.
+    base + base.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+impl SyncManager {
+    /// Starts live tasks for the configured peers, and from now on keeps them in step with
+    /// the configuration.
+    pub(super) fn start_live(&self) {
+        self.live_on
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.reconcile_live();
+    }
+
+    /// Stops every live task.
+    pub(super) fn stop_live(&self) {
+        self.live_on
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// One task per configured peer, restarted when its configuration changed.
+    pub(super) fn reconcile_live(&self) {
+        if !self.live_on.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let configs: Vec<PeerConfig> = if self.config().live {
+            self.peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|rt| rt.config.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|id, t| configs.iter().any(|c| &c.peer_id == id && *c == t.config));
+        for config in configs {
+            if live.contains_key(&config.peer_id) {
+                continue;
+            }
+            let me = self.me.clone();
+            let peer_id = config.peer_id.clone();
+            let handle = tokio::spawn(run(me, peer_id.clone()));
+            live.insert(peer_id, LiveTask { config, handle });
+        }
+    }
+
+    /// Where a waiting pull from this peer starts, and what it asks for: the same scope and
+    /// echo suppression as the last round's pull.
+    fn live_pull_from(&self, peer_id: &str) -> Option<(Hlc, ChangeFilter)> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let rt = peers.get(peer_id)?;
+        let since = rt.status.checkpoint.unwrap_or(Hlc::ZERO);
+        let mut exclude = rt.config.exclude_collections.clone();
+        exclude.extend(rt.status.blocked_collections.iter().cloned());
+        Some((
+            since,
+            ChangeFilter {
+                collections: rt.config.collections.clone(),
+                exclude_collections: exclude,
+                exclude_origin: (since > Hlc::ZERO).then(|| self.store.node_id()),
+            },
+        ))
+    }
+
+    /// Waits until this peer has something for this node, or this node has something for
+    /// this peer, or a wait fails.
+    async fn next_wake(
+        &self,
+        peer_id: &str,
+        commits: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> Wake {
+        let Some((config, client)) = self.peer_snapshot(peer_id) else {
+            return Wake::Failed;
+        };
+        let remote = async {
+            if !config.direction.pulls() {
+                return std::future::pending::<Wake>().await;
+            }
+            loop {
+                let Some((since, filter)) = self.live_pull_from(peer_id) else {
+                    return Wake::Failed;
+                };
+                let answer = client.wait_changes(since, &filter, LIVE_WAIT).await;
+                match answer.and_then(|raw| raw.decode()) {
+                    Ok(page) if !page.changes.is_empty() || page.has_more => return Wake::Remote,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(peer = peer_id, error = %e, "live wait failed");
+                        return Wake::Failed;
+                    }
+                }
+            }
+        };
+        let local = async {
+            if !config.direction.pushes() {
+                return std::future::pending::<Wake>().await;
+            }
+            if commits.changed().await.is_err() {
+                return std::future::pending::<Wake>().await;
+            }
+            tokio::time::sleep(PUSH_COALESCE).await;
+            Wake::Local
+        };
+        tokio::select! {
+            w = remote => w,
+            w = local => w,
+        }
+    }
+}
+
+async fn run(me: Weak<SyncManager>, peer_id: String) {
+    // Counted apart: a peer whose rounds succeed but whose waits fail (one too old to wait)
+    // is backed off to a slow retry, not polled.
+    let mut round_failures = 0u32;
+    let mut wait_failures = 0u32;
+    let Some(mut commits) = me.upgrade().map(|m| m.store.commits()) else {
+        return;
+    };
+    loop {
+        let Some(m) = me.upgrade() else {
+            return;
+        };
+        commits.borrow_and_update();
+        let stats = m.sync_round(&peer_id, false).await;
+        // A collection stopped for its embedding settings stays stopped until they agree;
+        // the others are delivered live meanwhile.
+        let failed =
+            stats.error.is_some() && stats.error_code.as_deref() != Some("embedding_mismatch");
+        if failed {
+            round_failures += 1;
+            drop(m);
+            tokio::time::sleep(backoff(round_failures - 1)).await;
+            continue;
+        }
+        round_failures = 0;
+        match m.next_wake(&peer_id, &mut commits).await {
+            Wake::Remote | Wake::Local => wait_failures = 0,
+            Wake::Failed => {
+                wait_failures += 1;
+                drop(m);
+                tokio::time::sleep(backoff(wait_failures - 1)).await;
+            }
+        }
+    }
+}
