@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench demo demo-down image
+.PHONY: test fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency demo demo-down image
 
 test: fmt-check clippy lib-without-operator build k8s-bins
 	$(CARGO) test --all-targets -- --test-threads=2
@@ -52,3 +52,9 @@ image:
 bench:
 	$(CARGO) build --release --bin rag-node --bin rag-bench
 	target/release/rag-bench --mesh5 $(ARGS)
+
+# Live delivery: write-to-all latency, idle CPU and a sustained stream; see benches/README.md.
+# Extra options: make bench-latency ARGS="--runs 1 --latency-only-5"
+bench-latency:
+	$(CARGO) build --release --bin rag-node --bin rag-bench
+	target/release/rag-bench --latency $(ARGS)

@@ -7,6 +7,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 
+use rag_sync::model::Document;
+
 use crate::corpus::{Loader, COLLECTION};
 use crate::nodes::Node;
 
@@ -168,6 +170,25 @@ pub async fn wait_round(http: &reqwest::Client, node: &Node, peer: &str) -> Resu
     .await
 }
 
+/// Waits until `node` has finished a round with every peer it is configured with (the one
+/// a config change starts).
+pub async fn wait_rounds(http: &reqwest::Client, node: &Node) -> Result<()> {
+    wait_status(
+        http,
+        node,
+        "a first round with every peer",
+        Duration::from_secs(60),
+        |s| {
+            s["peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|p| !p["last_attempt_ms"].is_null())
+        },
+    )
+    .await
+}
+
 /// Has `node` pull from every other node of `peers`, with a one-day interval (rounds run
 /// only when the bench asks) and pages of `batch`.
 pub async fn configure(
@@ -176,22 +197,61 @@ pub async fn configure(
     peers: &[&Node],
     batch: usize,
 ) -> Result<()> {
-    let peers: Vec<Value> = peers
+    let sources: Vec<&Node> = peers
         .iter()
+        .copied()
         .filter(|p| p.name != node.name)
+        .collect();
+    // Rounds only: the mesh figure times POST /admin/sync after the heal.
+    configure_pulls(http, node, &sources, 86_400, batch, false).await
+}
+
+/// Replaces `node`'s peers with pulls from each of `sources` (`PUT /admin/config`), at
+/// `interval_seconds` and pages of `batch`, with live delivery on or off.
+pub async fn configure_pulls(
+    http: &reqwest::Client,
+    node: &Node,
+    sources: &[&Node],
+    interval_seconds: u64,
+    batch: usize,
+    live: bool,
+) -> Result<()> {
+    let peers: Vec<Value> = sources
+        .iter()
         .map(|p| json!({"peer_id": p.name, "endpoint": p.url(), "direction": "pull"}))
         .collect();
     call(
         http,
         reqwest::Method::PUT,
         format!("{}/admin/config", node.url()),
-        // Rounds only: the mesh figure times POST /admin/sync after the heal.
-        Some(
-            json!({"peers": peers, "interval_seconds": 86_400, "batch_size": batch, "live": false}),
-        ),
+        Some(json!({
+            "peers": peers,
+            "interval_seconds": interval_seconds,
+            "batch_size": batch,
+            "live": live,
+        })),
     )
     .await?;
     Ok(())
+}
+
+/// One local write through the data API: `PUT {node}/collections/{collection}/documents/{id}`
+/// with `doc`'s content and metadata.
+pub async fn put_document(
+    http: &reqwest::Client,
+    node: &str,
+    collection: &str,
+    id: &str,
+    doc: &Document,
+) -> Result<()> {
+    call(
+        http,
+        reqwest::Method::PUT,
+        format!("{node}/collections/{collection}/documents/{id}"),
+        Some(json!({"content": doc.content, "metadata": doc.metadata})),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Local writes through the data API (`PUT /collections/docs/documents/{id}`), 32 in flight,
@@ -208,16 +268,7 @@ pub async fn put_documents(
             let node = nodes[k % nodes.len()].url();
             let mut doc = loader.document(k, revision);
             doc.id = id.clone();
-            async move {
-                call(
-                    http,
-                    reqwest::Method::PUT,
-                    format!("{node}/collections/{COLLECTION}/documents/{id}"),
-                    Some(json!({"content": doc.content, "metadata": doc.metadata})),
-                )
-                .await
-                .map(|_| ())
-            }
+            async move { put_document(http, &node, COLLECTION, &id, &doc).await }
         })
         .buffer_unordered(32)
         .try_collect::<()>()

@@ -13,10 +13,14 @@
 //! each side wrote `--mesh-docs` documents (with some ids written on both sides, which
 //! become conflicts).
 //!
+//! `--latency` measures live delivery instead (see `latency`): write-to-visible-everywhere
+//! latency in 5- and 16-node meshes and a hub with 15 spokes, the idle mesh's CPU, and a
+//! sustained write stream; `make bench-latency`.
+//!
 //! Run it with `make bench` (release build) or
 //! `target/release/rag-bench --docs 1000000 --runs 1`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -28,6 +32,7 @@ mod api;
 mod corpus;
 mod debug;
 mod digest;
+mod latency;
 mod nodes;
 mod perf;
 mod procfs;
@@ -75,13 +80,23 @@ struct Args {
     /// (no HTTP, no second node); prints the writer's µs per change.
     #[arg(long)]
     store: bool,
+    /// Only the live-delivery figures: write-to-all latency (5-node and 16-node mesh, hub
+    /// with 15 spokes), idle CPU of the 16-node mesh, a sustained write stream.
+    #[arg(long)]
+    latency: bool,
+    /// Writes, one at a time, of each `--latency` write-to-all figure.
+    #[arg(long, default_value_t = 200)]
+    latency_writes: usize,
+    /// With `--latency`: only the 5-node mesh (a quick run).
+    #[arg(long)]
+    latency_only_5: bool,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if args.docs == 0 || args.runs == 0 || args.batch_size == 0 {
-        bail!("--docs, --runs and --batch-size must be positive");
+    if args.docs == 0 || args.runs == 0 || args.batch_size == 0 || args.latency_writes == 0 {
+        bail!("--docs, --runs, --batch-size and --latency-writes must be positive");
     }
     if args.batch_size > rag_sync::wire::MAX_PAGE {
         bail!("--batch-size is at most {}", rag_sync::wire::MAX_PAGE);
@@ -107,6 +122,34 @@ async fn main() -> Result<()> {
         .timeout(Duration::from_secs(3600))
         .build()?;
     let loader = Loader::new(args.doc_size);
+    let result = if args.latency {
+        println!(
+            "rag-bench --latency: {} writes of ~{} B one at a time per figure, {} run(s), node binary {}",
+            args.latency_writes,
+            args.doc_size,
+            args.runs,
+            bin.display()
+        );
+        latency_mode(&args, &bin, &root, &http, &loader).await
+    } else {
+        sync_mode(&args, &bin, &root, &http, &loader).await
+    };
+    if args.keep {
+        println!("data directories and node logs kept in {}", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    result
+}
+
+/// The two-node figures and, with `--mesh5`, the mesh.
+async fn sync_mode(
+    args: &Args,
+    bin: &Path,
+    root: &Path,
+    http: &reqwest::Client,
+    loader: &Loader,
+) -> Result<()> {
     let sample = serde_json::to_vec(&loader.document(0, 0))?.len();
     println!(
         "rag-bench: {} docs of ~{} B ({} B of text; document JSON {} B), batch {}, {} run(s), node binary {}",
@@ -118,30 +161,48 @@ async fn main() -> Result<()> {
         args.runs,
         bin.display()
     );
+    if !args.no_pair {
+        let mut runs = Vec::new();
+        for run in 0..args.runs {
+            let figures = scenarios::pair_run(args, bin, root, http, loader, run).await?;
+            println!("{}", report::run_line(run, &figures));
+            runs.push(figures);
+        }
+        for l in report::pair_summary(&runs, args.docs) {
+            println!("{l}");
+        }
+    }
+    if args.mesh5 {
+        let m = scenarios::mesh5(args, bin, root, http, loader).await?;
+        println!("{}", report::mesh_line(&m, args.mesh_docs));
+    }
+    Ok(())
+}
 
-    let result = async {
-        if !args.no_pair {
-            let mut runs = Vec::new();
-            for run in 0..args.runs {
-                let figures = scenarios::pair_run(&args, &bin, &root, &http, &loader, run).await?;
-                println!("{}", report::run_line(run, &figures));
-                runs.push(figures);
-            }
-            for l in report::pair_summary(&runs, args.docs) {
-                println!("{l}");
-            }
-        }
-        if args.mesh5 {
-            let m = scenarios::mesh5(&args, &bin, &root, &http, &loader).await?;
-            println!("{}", report::mesh_line(&m, args.mesh_docs));
-        }
-        Ok::<(), anyhow::Error>(())
+/// The live-delivery figures, one line per run and the summary.
+async fn latency_mode(
+    args: &Args,
+    bin: &Path,
+    root: &Path,
+    http: &reqwest::Client,
+    loader: &Loader,
+) -> Result<()> {
+    let mut runs = Vec::new();
+    for run in 0..args.runs {
+        let ctx = latency::Ctx {
+            args,
+            bin,
+            root,
+            http,
+            loader,
+            run,
+        };
+        let figures = latency::latency_run(&ctx).await?;
+        println!("{}", report::latency_run_line(run, &figures));
+        runs.push(figures);
     }
-    .await;
-    if args.keep {
-        println!("data directories and node logs kept in {}", root.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&root);
+    for l in report::latency_summary(&runs) {
+        println!("{l}");
     }
-    result
+    Ok(())
 }

@@ -1,0 +1,519 @@
+//! The live-delivery figures (`--latency`): how long a write through the data API takes to
+//! be on every other node when only live delivery can move it (every peer's anti-entropy
+//! period is an hour), in a 5-node mesh, a 16-node mesh and a hub with 15 spokes; what the
+//! idle 16-node mesh costs in CPU; and delivery latency and memory under a sustained stream
+//! of writes to one node with four live peers.
+//!
+//! Arrival is seen without polling: on each watched node the bench keeps one waiting
+//! request `GET /sync/changes?since=<cursor>&wait=25s&collections=lat` open, moves `since`
+//! to each answer's watermark, and records when each document first appears in an answer.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use futures::{StreamExt, TryStreamExt};
+use rag_sync::hlc::Hlc;
+use rag_sync::model::ChangeBody;
+use rag_sync::wire::{ChangesPage, MAX_PAGE};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::api::{call, configure_pulls, put_document, wait_rounds};
+use crate::corpus::Loader;
+use crate::debug::{debug_rss_series, debug_thread_cpu_total, thread_cpu_snapshot};
+use crate::nodes::Node;
+use crate::procfs;
+use crate::report::quantile;
+use crate::Args;
+
+/// The collection the latency writes go to.
+const COLLECTION: &str = "lat";
+/// Every peer's anti-entropy period: longer than a run, so no timer moves data.
+const INTERVAL_SECONDS: u64 = 3600;
+/// What the bench's waiting requests ask for.
+const WAIT: &str = "25s";
+/// Pause between two writes of the one-at-a-time figures.
+const GAP: Duration = Duration::from_millis(20);
+/// How long the writes of a figure may take to reach every node before the run fails.
+const DELIVERY_LIMIT: Duration = Duration::from_secs(60);
+/// The idle figure: quiet time after the writes, then the measured window.
+const IDLE_SETTLE: Duration = Duration::from_secs(3);
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+/// The sustained stream: writes per second, for how long, and PUTs in flight to hold it.
+const SUSTAINED_RATE: u64 = 2000;
+const SUSTAINED_FOR: Duration = Duration::from_secs(10);
+const SUSTAINED_IN_FLIGHT: usize = 16;
+const SUSTAINED_PEERS: usize = 4;
+
+/// Delivery latencies of one figure, in milliseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// How many latencies these are (writes, or writes × peers).
+    pub count: usize,
+}
+
+impl Delivery {
+    fn of(latencies: &[Duration]) -> Delivery {
+        let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        Delivery {
+            p50_ms: quantile(&ms, 0.5),
+            p99_ms: quantile(&ms, 0.99),
+            max_ms: ms.last().copied().unwrap_or(0.0),
+            count: ms.len(),
+        }
+    }
+}
+
+/// One node's resident set (VmRSS) over the sustained stream, sampled every second from the
+/// first write: the first sample (the fresh node), the one halfway through the stream, the
+/// last (every change delivered) and the largest, in bytes.
+#[derive(Debug, Clone)]
+pub struct RssSeries {
+    pub node: String,
+    pub first: f64,
+    pub mid: f64,
+    pub last: f64,
+    pub max: f64,
+}
+
+/// The sustained stream's figures.
+#[derive(Debug, Clone)]
+pub struct Sustained {
+    /// Writes acknowledged per second, over the whole stream.
+    pub rate: f64,
+    /// Per change and peer: from the write's acknowledgement to its arrival on the peer.
+    pub delivery: Delivery,
+    pub rss: Vec<RssSeries>,
+}
+
+/// One `--latency` run's figures; with `--latency-only-5` only the 5-node mesh.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyFigures {
+    pub mesh5: Delivery,
+    pub mesh16: Option<Delivery>,
+    /// CPU of all 16 nodes of the idle mesh, in percent of one core.
+    pub idle_cpu_pct: Option<f64>,
+    pub hub: Option<Delivery>,
+    pub sustained: Option<Sustained>,
+}
+
+/// What the feeds have shown so far.
+struct Seen {
+    /// Per watched node, when each document id first appeared in its feed.
+    docs: Vec<HashMap<String, Instant>>,
+    /// Per watched node, whether its feed has shown the collection.
+    collection: Vec<bool>,
+    /// The first feed that failed, and how.
+    error: Option<String>,
+}
+
+/// The bench's waiting requests, one per watched node, and what they have seen.
+struct Feeds {
+    seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Feeds {
+    /// Follows the feed of each of `nodes` from the start of its log.
+    fn start(http: &reqwest::Client, nodes: &[&Node]) -> Feeds {
+        let seen = Arc::new(Mutex::new(Seen {
+            docs: vec![HashMap::new(); nodes.len()],
+            collection: vec![false; nodes.len()],
+            error: None,
+        }));
+        let changed = Arc::new(Notify::new());
+        let tasks = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let (http, url, name) = (http.clone(), n.url(), n.name.clone());
+                let (seen, changed) = (seen.clone(), changed.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = follow(&http, &url, i, &seen, &changed).await {
+                        let mut s = seen.lock().unwrap();
+                        s.error
+                            .get_or_insert_with(|| format!("{name}'s change feed: {e:#}"));
+                        drop(s);
+                        changed.notify_waiters();
+                    }
+                })
+            })
+            .collect();
+        Feeds {
+            seen,
+            changed,
+            tasks,
+        }
+    }
+
+    /// Waits (woken by the feeds, not polling) until `done` holds for what they have seen;
+    /// fails if a feed failed or `limit` passed first.
+    async fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Seen) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a page that lands in between still wakes us.
+            notified.as_mut().enable();
+            {
+                let seen = self.seen.lock().unwrap();
+                if let Some(e) = &seen.error {
+                    bail!("{e}");
+                }
+                if done(&seen) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let seen = self.seen.lock().unwrap();
+                let counts: Vec<usize> = seen.docs.iter().map(HashMap::len).collect();
+                bail!(
+                    "{what} did not happen within {limit:?} (documents seen per watched node: {counts:?}); \
+                     do the nodes deliver live?"
+                );
+            }
+        }
+    }
+
+    /// Waits until every feed has shown the collection: each node has it, and each feed
+    /// has had its first answer (so it is waiting from then on).
+    async fn wait_collection(&self) -> Result<()> {
+        self.wait_until("the collection reaching every node", DELIVERY_LIMIT, |s| {
+            s.collection.iter().all(|c| *c)
+        })
+        .await
+    }
+
+    /// Waits until every feed has shown `count` distinct documents.
+    async fn wait_docs(&self, count: usize) -> Result<()> {
+        self.wait_until(
+            &format!("delivery of {count} writes to every node"),
+            DELIVERY_LIMIT,
+            |s| s.docs.iter().all(|d| d.len() >= count),
+        )
+        .await
+    }
+
+    /// Per watched node, when each document first appeared.
+    fn arrivals(&self) -> Vec<HashMap<String, Instant>> {
+        self.seen.lock().unwrap().docs.clone()
+    }
+}
+
+impl Drop for Feeds {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Follows one node's feed of collection `lat` with waiting requests, recording what each
+/// answer shows as of the moment it was read.
+async fn follow(
+    http: &reqwest::Client,
+    url: &str,
+    node: usize,
+    seen: &Mutex<Seen>,
+    changed: &Notify,
+) -> Result<()> {
+    let mut since = Hlc::ZERO;
+    loop {
+        let resp = http
+            .get(format!(
+                "{url}/sync/changes?since={since}&limit={MAX_PAGE}&wait={WAIT}&collections={COLLECTION}"
+            ))
+            .send()
+            .await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let at = Instant::now();
+        if !status.is_success() {
+            bail!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+            );
+        }
+        let page: ChangesPage = serde_json::from_slice(&bytes)?;
+        {
+            let mut s = seen.lock().unwrap();
+            for c in page.changes {
+                match c.body {
+                    ChangeBody::DocumentInsert { document, .. }
+                    | ChangeBody::DocumentUpdate { document, .. } => {
+                        s.docs[node].entry(document.id).or_insert(at);
+                    }
+                    ChangeBody::CollectionCreate { .. } => s.collection[node] = true,
+                    _ => {}
+                }
+            }
+        }
+        changed.notify_waiters();
+        since = page.watermark;
+    }
+}
+
+/// Where a run's nodes come from and what they share.
+pub struct Ctx<'a> {
+    pub args: &'a Args,
+    pub bin: &'a Path,
+    pub root: &'a Path,
+    pub http: &'a reqwest::Client,
+    pub loader: &'a Loader,
+    pub run: usize,
+}
+
+/// Starts `count` fresh nodes named `lat{run}-{prefix}{i}`, creates the collection on node
+/// 0, has node `i` pull from `sources(i)` with the hour-long period, follows the feeds of
+/// nodes `watched`, and returns once every watched node has the collection and every node
+/// has had its first round with each of its peers (the one a config change starts).
+async fn topology(
+    ctx: &Ctx<'_>,
+    prefix: &str,
+    count: usize,
+    sources: impl Fn(usize) -> Vec<usize>,
+    watched: impl Fn(usize) -> bool,
+) -> Result<(Vec<Node>, Feeds)> {
+    let mut nodes = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("lat{}-{prefix}{}", ctx.run, i + 1);
+        let id = 100 + i as u16;
+        nodes.push(Node::start(ctx.bin, ctx.root, &name, id, ctx.http, ctx.args.keep).await?);
+    }
+    call(
+        ctx.http,
+        reqwest::Method::PUT,
+        format!("{}/collections/{COLLECTION}", nodes[0].url()),
+        Some(json!({})),
+    )
+    .await?;
+    for (i, n) in nodes.iter().enumerate() {
+        let from: Vec<&Node> = sources(i).into_iter().map(|j| &nodes[j]).collect();
+        configure_pulls(
+            ctx.http,
+            n,
+            &from,
+            INTERVAL_SECONDS,
+            ctx.args.batch_size,
+            true,
+        )
+        .await?;
+    }
+    let watch: Vec<&Node> = (0..count)
+        .filter(|i| watched(*i))
+        .map(|i| &nodes[i])
+        .collect();
+    let feeds = Feeds::start(ctx.http, &watch);
+    feeds.wait_collection().await?;
+    for n in &nodes {
+        wait_rounds(ctx.http, n).await?;
+    }
+    Ok((nodes, feeds))
+}
+
+/// Writes `writes` documents one at a time, `GAP` apart, the k-th on node
+/// `writers[k % writers.len()]`; every node is watched. Per write: from just before its PUT
+/// was sent until the last of the other nodes showed it.
+async fn one_at_a_time(
+    ctx: &Ctx<'_>,
+    nodes: &[Node],
+    feeds: &Feeds,
+    writers: &[usize],
+) -> Result<Vec<Duration>> {
+    let writes = ctx.args.latency_writes;
+    let mut sent = Vec::with_capacity(writes);
+    for k in 0..writes {
+        let origin = writers[k % writers.len()];
+        let mut doc = ctx.loader.document(k, 0);
+        doc.id = format!("w-{k:06}");
+        let url = nodes[origin].url();
+        let before = Instant::now();
+        put_document(ctx.http, &url, COLLECTION, &doc.id, &doc).await?;
+        sent.push((doc.id, origin, before));
+        tokio::time::sleep(GAP).await;
+    }
+    feeds.wait_docs(writes).await?;
+    let seen = feeds.arrivals();
+    Ok(sent
+        .iter()
+        .map(|(id, origin, before)| {
+            (0..nodes.len())
+                .filter(|n| n != origin)
+                .map(|n| seen[n][id].saturating_duration_since(*before))
+                .max()
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+/// Every node pulls from every other.
+fn full_mesh(count: usize) -> impl Fn(usize) -> Vec<usize> {
+    move |i| (0..count).filter(|j| *j != i).collect()
+}
+
+/// An `n`-node full mesh: writes round-robin over all nodes.
+async fn mesh(ctx: &Ctx<'_>, count: usize) -> Result<(Vec<Node>, Feeds, Delivery)> {
+    let (nodes, feeds) = topology(ctx, &format!("m{count}-n"), count, full_mesh(count), |_| {
+        true
+    })
+    .await?;
+    let writers: Vec<usize> = (0..count).collect();
+    let latencies = one_at_a_time(ctx, &nodes, &feeds, &writers).await?;
+    Ok((nodes, feeds, Delivery::of(&latencies)))
+}
+
+/// Node 0 is the hub and pulls from every spoke; every spoke pulls from the hub. Writes
+/// round-robin over the spokes, so reaching the other spokes takes two hops.
+async fn hub(ctx: &Ctx<'_>, spokes: usize) -> Result<Delivery> {
+    let count = spokes + 1;
+    let sources = move |i: usize| {
+        if i == 0 {
+            (1..count).collect()
+        } else {
+            vec![0]
+        }
+    };
+    let (nodes, feeds) = topology(ctx, "hub-n", count, sources, |_| true).await?;
+    let writers: Vec<usize> = (1..count).collect();
+    let latencies = one_at_a_time(ctx, &nodes, &feeds, &writers).await?;
+    Ok(Delivery::of(&latencies))
+}
+
+/// CPU of `nodes` (utime + stime) over `IDLE_WINDOW`, after `IDLE_SETTLE` of quiet, in
+/// percent of one core. Only the bench's waiting requests stay open meanwhile.
+async fn idle_cpu(nodes: &[Node]) -> f64 {
+    let all: Vec<&Node> = nodes.iter().collect();
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let threads = thread_cpu_snapshot(&all);
+    let before: f64 = all.iter().map(|n| n.cpu_seconds()).sum();
+    let started = Instant::now();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let used = all.iter().map(|n| n.cpu_seconds()).sum::<f64>() - before;
+    let elapsed = started.elapsed().as_secs_f64();
+    debug_thread_cpu_total("idle mesh16", &threads, &all);
+    used / elapsed * 100.0
+}
+
+/// VmRSS of process `pid` in bytes (0 if it is gone).
+fn rss(pid: Option<u32>) -> f64 {
+    let status = pid.map(procfs::status).unwrap_or_default();
+    procfs::status_field(&status, "VmRSS:")
+        .parse::<f64>()
+        .unwrap_or(0.0)
+        * 1024.0
+}
+
+/// `SUSTAINED_RATE` writes per second for `SUSTAINED_FOR` through the data API on node 0,
+/// `SUSTAINED_IN_FLIGHT` PUTs at most in flight, with `SUSTAINED_PEERS` nodes pulling from
+/// it live; every node's VmRSS sampled each second from the first write until every peer
+/// had every change.
+async fn sustained(ctx: &Ctx<'_>) -> Result<Sustained> {
+    let count = SUSTAINED_PEERS + 1;
+    let sources = |i: usize| if i == 0 { vec![] } else { vec![0] };
+    let (nodes, feeds) = topology(ctx, "sus-n", count, sources, |i| i > 0).await?;
+    let pids: Vec<Option<u32>> = nodes.iter().map(Node::pid).collect();
+    let samples = Arc::new(Mutex::new(Vec::<Vec<f64>>::new()));
+    let sampler = {
+        let (pids, samples) = (pids.clone(), samples.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let s: Vec<f64> = pids.iter().map(|p| rss(*p)).collect();
+                samples.lock().unwrap().push(s);
+            }
+        })
+    };
+
+    let total = SUSTAINED_RATE * SUSTAINED_FOR.as_secs();
+    let url = nodes[0].url();
+    let start = Instant::now();
+    let acks: Vec<(String, Instant)> = futures::stream::iter(0..total)
+        .map(|i| {
+            let url = url.clone();
+            let slot = start + Duration::from_micros(i * 1_000_000 / SUSTAINED_RATE);
+            async move {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(slot)).await;
+                let mut doc = ctx.loader.document(i as usize, 0);
+                doc.id = format!("s-{i:06}");
+                put_document(ctx.http, &url, COLLECTION, &doc.id, &doc).await?;
+                Ok::<_, anyhow::Error>((doc.id, Instant::now()))
+            }
+        })
+        .buffer_unordered(SUSTAINED_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let last_ack = acks.iter().map(|(_, t)| *t).max().unwrap_or(start);
+    let rate = total as f64 / last_ack.duration_since(start).as_secs_f64();
+    let delivered = feeds.wait_docs(total as usize).await;
+    sampler.abort();
+    delivered?;
+    let mut samples = std::mem::take(&mut *samples.lock().unwrap());
+    samples.push(pids.iter().map(|p| rss(*p)).collect());
+
+    let seen = feeds.arrivals();
+    let latencies: Vec<Duration> = acks
+        .iter()
+        .flat_map(|(id, ack)| seen.iter().map(|s| s[id].saturating_duration_since(*ack)))
+        .collect();
+    let rss = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let series: Vec<f64> = samples.iter().map(|s| s[i]).collect();
+            debug_rss_series("sustained", &n.name, &series);
+            RssSeries {
+                node: n.name.clone(),
+                first: series[0],
+                mid: series[(SUSTAINED_FOR.as_secs() as usize / 2).min(series.len() - 1)],
+                last: series[series.len() - 1],
+                max: series.iter().copied().fold(0.0, f64::max),
+            }
+        })
+        .collect();
+    Ok(Sustained {
+        rate,
+        delivery: Delivery::of(&latencies),
+        rss,
+    })
+}
+
+/// One `--latency` run on fresh nodes.
+pub async fn latency_run(ctx: &Ctx<'_>) -> Result<LatencyFigures> {
+    let (nodes, feeds, mesh5) = mesh(ctx, 5).await?;
+    drop(feeds);
+    drop(nodes);
+    if ctx.args.latency_only_5 {
+        return Ok(LatencyFigures {
+            mesh5,
+            ..Default::default()
+        });
+    }
+    let (nodes, feeds, mesh16) = mesh(ctx, 16).await?;
+    let idle = idle_cpu(&nodes).await;
+    drop(feeds);
+    drop(nodes);
+    let hub = hub(ctx, 15).await?;
+    let sustained = sustained(ctx).await?;
+    Ok(LatencyFigures {
+        mesh5,
+        mesh16: Some(mesh16),
+        idle_cpu_pct: Some(idle),
+        hub: Some(hub),
+        sustained: Some(sustained),
+    })
+}
