@@ -25,6 +25,19 @@ pub const MAX_DOCUMENT_BODY: usize = 8 * 1024 * 1024;
 pub const RESPONSE_COMPRESSION: tower_http::CompressionLevel =
     tower_http::CompressionLevel::Precise(1);
 
+/// Responses smaller than this go uncompressed (as small change pages do, see
+/// [`crate::wire::page::PAGE_ZSTD_MIN`]): setting up a compressor costs more than it saves.
+pub const RESPONSE_COMPRESSION_MIN: u16 = crate::wire::page::PAGE_ZSTD_MIN as u16;
+
+/// When the app compresses a response: tower-http's default rules with a larger minimum.
+fn compress_when() -> impl tower_http::compression::Predicate {
+    use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+    SizeAbove::new(RESPONSE_COMPRESSION_MIN)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE)
+}
+
 /// Disables Nagle's algorithm on an accepted connection; for
 /// `axum::serve(listener.tap_io(rag_sync::node::nodelay), app)`. Without it, a response
 /// written in several pieces (a compressed stream) can end in a small segment that waits for
@@ -65,7 +78,11 @@ pub fn app(manager: Arc<SyncManager>, token: Option<Arc<str>>) -> Router {
             crate::http::require_token(token.clone(), req, next)
         }))
         .layer(RequestDecompressionLayer::new())
-        .layer(CompressionLayer::new().quality(RESPONSE_COMPRESSION))
+        .layer(
+            CompressionLayer::new()
+                .quality(RESPONSE_COMPRESSION)
+                .compress_when(compress_when()),
+        )
         .layer(TraceLayer::new_for_http())
 }
 

@@ -235,7 +235,7 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn commits(&self) -> tokio::sync::watch::Receiver<crate::store::Commit> {
         self.commits.subscribe()
     }
 

@@ -176,25 +176,58 @@ pub struct DocumentPage {
     pub next: Option<String>,
 }
 
-/// Tells waiting readers of the log that it may have moved: a counter bumped after every
-/// committed write. A reader takes [`Commits::subscribe`] (or marks its receiver seen)
-/// before it reads, so a commit that lands after the read is never missed.
+/// Tells waiting readers of the log that it may have moved: the last [`Commit`], replaced
+/// after every committed write. A reader takes [`Commits::subscribe`] (or marks its receiver
+/// seen) before it reads, so a commit that lands after the read is never missed.
 #[derive(Debug)]
-pub struct Commits(tokio::sync::watch::Sender<u64>);
+pub struct Commits(tokio::sync::watch::Sender<Commit>);
+
+/// The last commit, as a waiting reader of the log sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// Counts commits (wrapping).
+    pub seq: u64,
+    /// The nodes that wrote every version this commit may have added to the log, when the
+    /// store knows them (a commit of pulled changes); `None` means any node.
+    pub writers: Option<Vec<NodeId>>,
+}
+
+/// Most distinct writers a [`Commit`] names; beyond, it names none (any node).
+pub const MAX_COMMIT_WRITERS: usize = 8;
 
 impl Default for Commits {
     fn default() -> Self {
-        Commits(tokio::sync::watch::Sender::new(0))
+        Commits(tokio::sync::watch::Sender::new(Commit::default()))
     }
 }
 
 impl Commits {
     /// Called by a store after each write that committed.
     pub fn committed(&self) {
-        self.0.send_modify(|n| *n = n.wrapping_add(1));
+        self.0.send_modify(|c| {
+            c.seq = c.seq.wrapping_add(1);
+            c.writers = None;
+        });
     }
 
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// Called by a store after a commit whose new versions were all written by `writers`.
+    pub fn committed_by(&self, writers: impl IntoIterator<Item = NodeId>) {
+        let mut known: Vec<NodeId> = Vec::new();
+        for w in writers {
+            if !known.contains(&w) {
+                if known.len() == MAX_COMMIT_WRITERS {
+                    return self.committed();
+                }
+                known.push(w);
+            }
+        }
+        self.0.send_modify(|c| {
+            c.seq = c.seq.wrapping_add(1);
+            c.writers = Some(known);
+        });
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Commit> {
         self.0.subscribe()
     }
 }
@@ -232,7 +265,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Sync.
     /// Changes after every commit (see [`Commits`]): what a waiting pull waits on.
-    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+    fn commits(&self) -> tokio::sync::watch::Receiver<Commit>;
     /// Cursor of the latest commit (zero for an empty log).
     async fn head(&self) -> Result<Hlc>;
     async fn changes_since(

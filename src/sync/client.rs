@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
-use crate::model::Change;
+use crate::model::{Change, NodeId};
 use crate::wire::{
     ChangeFilter, ChangesPage, ChangesQuery, CollectionsResponse, PushRequest, PushResponse,
     WatermarkResponse, HAS_MORE_HEADER, WATERMARK_HEADER,
@@ -245,6 +245,7 @@ impl HttpSyncPeer {
             limit,
             filter: filter.clone(),
             wait: None,
+            quiet: Vec::new(),
         }
         .to_path_and_query();
         self.raw_page(q, None).await
@@ -276,18 +277,21 @@ impl HttpSyncPeer {
     }
 
     /// The first change after `since` that `filter` admits, waiting up to `wait` on the peer
-    /// for one to be committed (an empty page when none came).
+    /// for one to be committed (an empty page when none came); changes last written by a
+    /// node in `quiet` do not end the wait.
     pub async fn wait_changes(
         &self,
         since: Hlc,
         filter: &ChangeFilter,
         wait: Duration,
+        quiet: Vec<NodeId>,
     ) -> Result<RawPage> {
         let q = ChangesQuery {
             since,
             limit: 1,
             filter: filter.clone(),
             wait: Some(wait),
+            quiet,
         }
         .to_path_and_query();
         self.raw_page(q, Some(wait)).await

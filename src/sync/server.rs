@@ -80,6 +80,7 @@ fn accepts(headers: &axum::http::HeaderMap, coding: &str) -> bool {
 ///
 /// With `wait`, a request that finds nothing after `since` is held (costing no CPU) until a
 /// commit gives it something, its wait ends, or the node stops; then it answers as without.
+/// Changes written by a node in `quiet` do not end the wait.
 async fn changes(
     State(m): State<Arc<SyncManager>>,
     headers: axum::http::HeaderMap,
@@ -90,39 +91,20 @@ async fn changes(
         limit,
         filter,
         wait,
+        quiet,
     } = ChangesQuery::parse(params)?;
     let zstd = accepts(&headers, "zstd");
-    let feed = m.feed();
-    let waiting = match wait {
-        Some(w) => Some((feed.enter()?, tokio::time::Instant::now() + w)),
-        None => None,
+    if let Some(wait) = wait {
+        let _waiting = m.feed().enter()?;
+        hold(&m, since, &filter, &quiet, wait).await?;
+    }
+    let mut out = if zstd {
+        PageWriter::zstd_above_min(PAGE_ZSTD_LEVEL)
+    } else {
+        PageWriter::plain()
     };
-    let mut commits = m.store().commits();
-    let (out, page) = loop {
-        // Marked seen before the read: a commit after it wakes the wait below.
-        commits.borrow_and_update();
-        let mut out = if zstd {
-            PageWriter::zstd(PAGE_ZSTD_LEVEL)?
-        } else {
-            PageWriter::plain()
-        };
-        out.begin_changes()?;
-        let (out, page) = m.store().write_changes(since, limit, &filter, out).await?;
-        let Some((_, deadline)) = &waiting else {
-            break (out, page);
-        };
-        if page.count > 0 || page.has_more || feed.is_stopping() {
-            break (out, page);
-        }
-        // Nothing yet: hold the request until a commit, the deadline or the node's stop.
-        tokio::select! {
-            changed = commits.changed() => if changed.is_err() { break (out, page) },
-            _ = tokio::time::sleep_until(*deadline) => break (out, page),
-            _ = feed.stopped() => break (out, page),
-        }
-        drop(out);
-    };
-    let mut out = out;
+    out.begin_changes()?;
+    let (mut out, page) = m.store().write_changes(since, limit, &filter, out).await?;
     out.end_page(page.watermark, page.has_more)?;
     m.metrics().served_changes(page.count);
     // Where the next page starts, also in headers: a client can request it before it has
@@ -149,6 +131,63 @@ async fn changes(
         out.finish()?,
     )
         .into_response())
+}
+
+/// Rows a waiting request reads per look at the log.
+const PROBE_ROWS: usize = 256;
+
+/// Returns once a change after `since` that `filter` admits and no node in `quiet` wrote
+/// was committed, or at the deadline, or when the node stops. Each look at the log reads
+/// only what was committed since the last one, and a commit whose writers are all quiet is
+/// not looked at (it is read with the next): a waiting request costs nothing between commits
+/// it does not want.
+async fn hold(
+    m: &SyncManager,
+    since: crate::hlc::Hlc,
+    filter: &crate::wire::ChangeFilter,
+    quiet: &[crate::model::NodeId],
+    wait: std::time::Duration,
+) -> Result<()> {
+    let feed = m.feed();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut commits = m.store().commits();
+    let mut from = since;
+    loop {
+        // Marked seen before the read: a commit after it wakes the wait below.
+        let mut seen = commits.borrow_and_update().seq;
+        if feed.is_stopping() {
+            return Ok(());
+        }
+        let page = m.store().changes_since(from, PROBE_ROWS, filter).await?;
+        if page
+            .changes
+            .iter()
+            .any(|c| !quiet.contains(&c.version.node))
+        {
+            return Ok(());
+        }
+        from = from.max(page.watermark);
+        if page.has_more {
+            continue;
+        }
+        loop {
+            tokio::select! {
+                changed = commits.changed() => if changed.is_err() { return Ok(()) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+                _ = feed.stopped() => return Ok(()),
+            }
+            let commit = commits.borrow_and_update();
+            let unwanted = commit.seq == seen.wrapping_add(1)
+                && commit
+                    .writers
+                    .as_ref()
+                    .is_some_and(|w| w.iter().all(|n| quiet.contains(n)));
+            if !unwanted {
+                break;
+            }
+            seen = commit.seq;
+        }
+    }
 }
 
 async fn push(

@@ -55,7 +55,7 @@ impl ChangeFilter {
 /// Longest a `GET /sync/changes` may wait for a change.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// `GET /sync/changes?since=&limit=&collections=&exclude_collections=&exclude_origin=&wait=`.
+/// `GET /sync/changes?since=&limit=&collections=&exclude_collections=&exclude_origin=&wait=&quiet=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangesQuery {
     pub since: Hlc,
@@ -63,6 +63,10 @@ pub struct ChangesQuery {
     pub filter: ChangeFilter,
     /// When nothing lies after `since`: how long to hold the request for a commit.
     pub wait: Option<Duration>,
+    /// With `wait`: changes last written by these nodes do not end the wait (the puller
+    /// receives them from those nodes directly); they are still in the page when something
+    /// else, or the deadline, ends it.
+    pub quiet: Vec<NodeId>,
 }
 
 /// The raw parameters of [`ChangesQuery`], as axum's `Query` extracts them.
@@ -75,6 +79,7 @@ pub struct ChangesParams {
     exclude_collections: Option<String>,
     exclude_origin: Option<String>,
     wait: Option<String>,
+    quiet: Option<String>,
 }
 
 impl ChangesQuery {
@@ -93,6 +98,11 @@ impl ChangesQuery {
         }
         if let Some(w) = self.wait {
             q.push_str(&format!("&wait={}ms", w.as_millis()));
+        }
+        if !self.quiet.is_empty() {
+            let ids: Vec<String> = self.quiet.iter().map(|n| n.to_hex()).collect();
+            q.push_str("&quiet=");
+            q.push_str(&ids.join(","));
         }
         q
     }
@@ -116,9 +126,32 @@ impl ChangesQuery {
                     .transpose()?,
             },
             wait: parse_wait(p.wait.as_deref())?.filter(|w| !w.is_zero()),
+            quiet: parse_node_ids(p.quiet.as_deref(), "quiet")?,
         })
     }
 }
+
+/// Parses a comma-separated list of node ids in hex, at most [`MAX_QUIET`].
+pub fn parse_node_ids(param: Option<&str>, field: &str) -> Result<Vec<NodeId>> {
+    let Some(s) = param else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<NodeId> = s
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| NodeId::from_hex(n).map_err(|e| Error::bad(format!("{field}: {e}"))))
+        .collect::<Result<_>>()?;
+    if ids.len() > MAX_QUIET {
+        return Err(Error::bad(format!(
+            "{field} lists at most {MAX_QUIET} node ids, got {}",
+            ids.len()
+        )));
+    }
+    Ok(ids)
+}
+
+/// Most node ids a `quiet` list may hold (a node id is 16 bits).
+pub const MAX_QUIET: usize = 1024;
 
 /// Parses `wait`: a whole number of `ms` or `s`, clamped to [`MAX_WAIT`].
 pub fn parse_wait(param: Option<&str>) -> Result<Option<Duration>> {
@@ -246,6 +279,7 @@ mod tests {
                 exclude_origin: Some(NodeId(0x2a)),
             },
             wait: Some(Duration::from_millis(25_000)),
+            quiet: vec![NodeId(0x2b), NodeId(0x2c)],
         };
         let written = q.to_path_and_query();
         let query = written.strip_prefix("/sync/changes?").unwrap();
@@ -271,6 +305,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("collections"), "{e}");
+    }
+
+    #[test]
+    fn quiet_is_a_list_of_node_ids_and_a_bad_one_is_named() {
+        let quiet = |q: &str| ChangesQuery::parse(params(q)).map(|q| q.quiet);
+        assert_eq!(quiet("").unwrap(), vec![]);
+        assert_eq!(
+            quiet("quiet=0001,00ff").unwrap(),
+            vec![NodeId(1), NodeId(0xff)]
+        );
+        let e = quiet("quiet=0001,zz").unwrap_err().to_string();
+        assert!(e.starts_with("quiet:"), "{e}");
+        let many: Vec<String> = (0..=MAX_QUIET as u16).map(|n| NodeId(n).to_hex()).collect();
+        let e = quiet(&format!("quiet={}", many.join(",")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most"), "{e}");
     }
 
     #[test]

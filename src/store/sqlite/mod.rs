@@ -401,7 +401,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn commits(&self) -> tokio::sync::watch::Receiver<crate::store::Commit> {
         self.inner.commits.subscribe()
     }
 
@@ -475,6 +475,7 @@ impl Store for SqliteStore {
     ) -> Result<ApplyReport> {
         let alone = batch.len() > APPLY_ALONE;
         let PreparedChanges { changes, encoded } = batch;
+        let writers: Vec<NodeId> = changes.iter().map(|c| c.version.node).collect();
         let (report, retired) = self
             .inner
             .writer
@@ -487,7 +488,13 @@ impl Store for SqliteStore {
             .await?;
         drop(retired);
         if report.applied > 0 {
-            self.inner.commits.committed();
+            // A conflict may store a version of this node's making; otherwise every version
+            // kept is one of the batch's.
+            if report.conflicts.is_empty() {
+                self.inner.commits.committed_by(writers);
+            } else {
+                self.inner.commits.committed();
+            }
         }
         Ok(report)
     }

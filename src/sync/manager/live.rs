@@ -3,14 +3,17 @@
 //! checkpoint answers with something; for a push edge, this node commits. On error it backs
 //! off with jitter and resumes from the checkpoints, which the rounds keep as always.
 
-use std::sync::Weak;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::SyncManager;
 use crate::config::PeerConfig;
 use crate::hlc::Hlc;
+use crate::model::NodeId;
 use crate::wire::ChangeFilter;
 
 /// How long a waiting pull asks the peer to hold it (under the client's request timeout).
@@ -32,6 +35,64 @@ pub(super) struct LiveTask {
 impl Drop for LiveTask {
     fn drop(&mut self) {
         self.handle.abort();
+    }
+}
+
+/// The peers this node receives everything from live: pull edges with no collection scope
+/// whose last round and wait succeeded. A waiting pull on any other peer names them `quiet`,
+/// so that peer's relaying of their writes (which arrive here directly) does not wake it:
+/// in a full mesh of N nodes a write then costs N-1 deliveries, not (N-1)².
+pub(super) struct Sources {
+    healthy: Mutex<BTreeMap<String, NodeId>>,
+    /// Bumped when a source is lost, so waits that counted on it ask again without it.
+    lost: watch::Sender<u64>,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources {
+            healthy: Mutex::new(BTreeMap::new()),
+            lost: watch::channel(0).0,
+        }
+    }
+}
+
+impl Sources {
+    /// Records whether `peer` (node `node`) is a source now.
+    fn set(&self, peer: &str, node: Option<NodeId>) {
+        let mut healthy = self.healthy.lock().unwrap_or_else(|e| e.into_inner());
+        let lost = match node {
+            Some(n) => healthy
+                .insert(peer.to_string(), n)
+                .is_some_and(|old| old != n),
+            None => healthy.remove(peer).is_some(),
+        };
+        if lost {
+            self.lost.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut healthy = self.healthy.lock().unwrap_or_else(|e| e.into_inner());
+        let before = healthy.len();
+        healthy.retain(|peer, _| keep(peer));
+        if healthy.len() != before {
+            self.lost.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The writers a wait on `peer` need not be woken for: every source but `peer`.
+    fn quiet_for(&self, peer: &str) -> Vec<NodeId> {
+        let healthy = self.healthy.lock().unwrap_or_else(|e| e.into_inner());
+        let own = healthy.get(peer).copied();
+        let mut quiet: Vec<NodeId> = healthy
+            .iter()
+            .filter(|(p, n)| p.as_str() != peer && Some(**n) != own)
+            .map(|(_, n)| *n)
+            .collect();
+        quiet.sort_unstable_by_key(|n| n.0);
+        quiet.dedup();
+        quiet
     }
 }
 
@@ -64,6 +125,19 @@ impl SyncManager {
         self.live_on
             .store(false, std::sync::atomic::Ordering::Release);
         self.live.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.live_sources.retain(|_| false);
+    }
+
+    /// This peer's node id if this node receives everything the peer has from it: a pull
+    /// edge with no collection scope and nothing blocked, whose round just succeeded.
+    fn full_source(&self, peer_id: &str) -> Option<NodeId> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let rt = peers.get(peer_id)?;
+        let unscoped = rt.config.direction.pulls()
+            && rt.config.collections.is_empty()
+            && rt.config.exclude_collections.is_empty()
+            && rt.status.blocked_collections.is_empty();
+        rt.status.node_id.filter(|_| unscoped)
     }
 
     /// One task per configured peer, restarted when its configuration changed.
@@ -83,6 +157,7 @@ impl SyncManager {
         };
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|id, t| configs.iter().any(|c| &c.peer_id == id && *c == t.config));
+        self.live_sources.retain(|peer| live.contains_key(peer));
         for config in configs {
             if live.contains_key(&config.peer_id) {
                 continue;
@@ -117,7 +192,7 @@ impl SyncManager {
     async fn next_wake(
         &self,
         peer_id: &str,
-        commits: &mut tokio::sync::watch::Receiver<u64>,
+        commits: &mut tokio::sync::watch::Receiver<crate::store::Commit>,
     ) -> Wake {
         let Some((config, client)) = self.peer_snapshot(peer_id) else {
             return Wake::Failed;
@@ -126,16 +201,26 @@ impl SyncManager {
             if !config.direction.pulls() {
                 return std::future::pending::<Wake>().await;
             }
+            let mut lost = self.live_sources.lost.subscribe();
             loop {
                 let Some((since, filter)) = self.live_pull_from(peer_id) else {
                     return Wake::Failed;
                 };
-                let answer = client.wait_changes(since, &filter, LIVE_WAIT).await;
+                lost.borrow_and_update();
+                let quiet = self.live_sources.quiet_for(peer_id);
+                let counts_on_sources = !quiet.is_empty();
+                let answer = tokio::select! {
+                    a = client.wait_changes(since, &filter, LIVE_WAIT, quiet) => a,
+                    // A source this wait counted on is gone: ask again without it, so its
+                    // writes come through this peer meanwhile.
+                    Ok(()) = lost.changed(), if counts_on_sources => continue,
+                };
                 match answer.and_then(|raw| raw.decode()) {
                     Ok(page) if !page.changes.is_empty() || page.has_more => return Wake::Remote,
                     Ok(_) => continue,
                     Err(e) => {
                         tracing::debug!(peer = peer_id, error = %e, "live wait failed");
+                        self.live_sources.set(peer_id, None);
                         return Wake::Failed;
                     }
                 }
@@ -176,6 +261,14 @@ async fn run(me: Weak<SyncManager>, peer_id: String) {
         // the others are delivered live meanwhile.
         let failed =
             stats.error.is_some() && stats.error_code.as_deref() != Some("embedding_mismatch");
+        m.live_sources.set(
+            &peer_id,
+            if failed {
+                None
+            } else {
+                m.full_source(&peer_id)
+            },
+        );
         if failed {
             round_failures += 1;
             drop(m);

@@ -57,6 +57,8 @@ pub struct SyncManager {
     /// Live delivery: one task per peer (see `live`), once started.
     live: Mutex<BTreeMap<String, live::LiveTask>>,
     live_on: std::sync::atomic::AtomicBool,
+    /// The peers this node currently receives everything from live (see `live::Sources`).
+    live_sources: live::Sources,
     me: std::sync::Weak<SyncManager>,
 }
 
@@ -124,6 +126,7 @@ impl SyncManager {
             feed: Feed::default(),
             live: Mutex::new(BTreeMap::new()),
             live_on: std::sync::atomic::AtomicBool::new(false),
+            live_sources: live::Sources::default(),
             me: me.clone(),
         }))
     }

@@ -20,7 +20,7 @@ impl SyncManager {
         let (key, mut cursor, filter) = self.resume(round, CheckpointDirection::Push).await?;
         loop {
             // The page travels as the store wrote it (for SQLite, the stored JSON), compressed.
-            let mut out = PageWriter::zstd(PAGE_ZSTD_LEVEL)?;
+            let mut out = PageWriter::zstd_above_min(PAGE_ZSTD_LEVEL);
             out.begin_changes()?;
             let (mut out, page) = self
                 .store
@@ -29,7 +29,8 @@ impl SyncManager {
             out.end_push(page.watermark)?;
             if page.count > 0 {
                 let n = page.count as u64;
-                let resp = client.push_json(out.finish()?, true).await?;
+                let zstd = out.is_compressed();
+                let resp = client.push_json(out.finish()?, zstd).await?;
                 stats.pushed += n;
                 stats.conflicts += resp.conflicts.len() as u64;
             }
