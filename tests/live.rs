@@ -301,6 +301,53 @@ async fn waiting_request_is_answered_when_a_write_lands() {
     assert_eq!(r.watermark.as_deref(), Some(w), "{r:?}");
 }
 
+/// A commit of changes written only by a node the wait names `quiet` does not end it; the
+/// next commit it wants does, and the page holds both (the quiet one first). A live puller
+/// names the peers it receives from directly, so that a mesh delivers each write once per
+/// node instead of once per relaying peer.
+#[tokio::test]
+async fn quiet_writers_do_not_end_a_wait() {
+    let a = start("a", 167, &[]).await;
+    let b = start("b", 168, &["--max-waiting", "1"]).await;
+    a.create_collection("docs", json!({})).await;
+    a.put_doc("docs", "first", "before the wait").await;
+    b.set_peers(&[(&a, "pull")], 100).await;
+    wait_doc(&b, "docs", "first", Some("before the wait"), LIVE).await;
+
+    let a_id = a.ok("GET", "/sync/watermark", None).await["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let h = head(&b).await;
+    let path = format!("{}&quiet={a_id}", waiting_path(&h, "25s"));
+    let held = hold_one(&b, &path).await;
+    a.put_doc("docs", "relayed", "written on a").await;
+    wait_doc(&b, "docs", "relayed", Some("written on a"), LIVE).await;
+    let own = b.put_doc("docs", "own", "written on b").await;
+    let r = held.await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let ids: Vec<&str> = r
+        .changes()
+        .iter()
+        .map(|c| c["document"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["relayed", "own"],
+        "a's commit did not end the wait: {r:?}"
+    );
+    assert_eq!(r.changes()[1]["version"]["hlc"], own.hlc.as_str(), "{r:?}");
+
+    let (status, body) = b
+        .call("GET", &format!("{}&quiet=zz", waiting_path(&h, "1s")), None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("quiet:"),
+        "{body}"
+    );
+}
+
 /// 4. The source is killed with `kill -9` while the puller waits on it, then restarted on the
 /// same data directory and port: the puller reconnects by itself and gets every write, those
 /// made before the kill and those made after the restart.

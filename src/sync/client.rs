@@ -246,6 +246,7 @@ impl HttpSyncPeer {
             filter: filter.clone(),
             wait: None,
             quiet: Vec::new(),
+            incarnation: None,
         }
         .to_path_and_query();
         self.raw_page(q, None).await
@@ -276,27 +277,36 @@ impl HttpSyncPeer {
         })
     }
 
-    /// The first change after `since` that `filter` admits, waiting up to `wait` on the peer
-    /// for one to be committed (an empty page when none came); changes last written by a
-    /// node in `quiet` do not end the wait.
-    pub async fn wait_changes(
-        &self,
-        since: Hlc,
-        filter: &ChangeFilter,
-        wait: Duration,
-        quiet: Vec<NodeId>,
-    ) -> Result<RawPage> {
+    /// The page after `since` (as [`HttpSyncPeer::changes_raw`]), waiting up to `wait` on
+    /// the peer for a change to be committed (an empty page when none came); changes last
+    /// written by a node in `quiet` do not end the wait, and a store of another
+    /// `incarnation` answers 409.
+    pub async fn wait_changes(&self, q: WaitFor<'_>) -> Result<RawPage> {
+        let wait = q.wait;
         let q = ChangesQuery {
-            since,
-            limit: 1,
-            filter: filter.clone(),
-            wait: Some(wait),
-            quiet,
+            since: q.since,
+            limit: q.limit,
+            filter: q.filter.clone(),
+            wait: Some(q.wait),
+            quiet: q.quiet,
+            incarnation: q.incarnation,
         }
         .to_path_and_query();
         self.raw_page(q, Some(wait)).await
     }
+}
 
+/// What a waiting pull asks for (see [`HttpSyncPeer::wait_changes`]).
+pub struct WaitFor<'a> {
+    pub since: Hlc,
+    pub limit: usize,
+    pub filter: &'a ChangeFilter,
+    pub wait: Duration,
+    pub quiet: Vec<NodeId>,
+    pub incarnation: Option<String>,
+}
+
+impl HttpSyncPeer {
     /// Pushes a `POST /sync/changes` body encoded already, zstd-compressed if `zstd`.
     pub async fn push_json(&self, body: Vec<u8>, zstd: bool) -> Result<PushResponse> {
         let encoding = zstd.then_some("zstd");

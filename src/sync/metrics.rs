@@ -124,10 +124,15 @@ impl Metrics {
         seconds: f64,
         failed: bool,
     ) {
+        self.transferred(peer, pulled, pushed, conflicts, failed);
+        self.round_seconds.observe(seconds);
+    }
+
+    /// What a round or a live pull between rounds moved, and whether it failed.
+    pub fn transferred(&self, peer: &str, pulled: u64, pushed: u64, conflicts: u64, failed: bool) {
         self.pulled.get_or_create(&Self::peer(peer)).inc_by(pulled);
         self.pushed.get_or_create(&Self::peer(peer)).inc_by(pushed);
         self.conflicts.inc_by(conflicts);
-        self.round_seconds.observe(seconds);
         if failed {
             self.errors.get_or_create(&Self::peer(peer)).inc();
         }

@@ -92,7 +92,14 @@ async fn changes(
         filter,
         wait,
         quiet,
+        incarnation,
     } = ChangesQuery::parse(params)?;
+    if let Some(i) = incarnation.filter(|i| i != m.store().incarnation()) {
+        return Err(Error::Conflict(format!(
+            "this store is incarnation {}, not {i}: resume from its watermark",
+            m.store().incarnation()
+        )));
+    }
     let zstd = accepts(&headers, "zstd");
     if let Some(wait) = wait {
         let _waiting = m.feed().enter()?;

@@ -67,6 +67,9 @@ pub struct ChangesQuery {
     /// receives them from those nodes directly); they are still in the page when something
     /// else, or the deadline, ends it.
     pub quiet: Vec<NodeId>,
+    /// The store incarnation the client expects; another one answers 409 (its checkpoint
+    /// belongs to the old one).
+    pub incarnation: Option<String>,
 }
 
 /// The raw parameters of [`ChangesQuery`], as axum's `Query` extracts them.
@@ -80,6 +83,7 @@ pub struct ChangesParams {
     exclude_origin: Option<String>,
     wait: Option<String>,
     quiet: Option<String>,
+    incarnation: Option<String>,
 }
 
 impl ChangesQuery {
@@ -104,6 +108,10 @@ impl ChangesQuery {
             q.push_str("&quiet=");
             q.push_str(&ids.join(","));
         }
+        if let Some(i) = &self.incarnation {
+            q.push_str("&incarnation=");
+            q.push_str(i);
+        }
         q
     }
 
@@ -127,6 +135,18 @@ impl ChangesQuery {
             },
             wait: parse_wait(p.wait.as_deref())?.filter(|w| !w.is_zero()),
             quiet: parse_node_ids(p.quiet.as_deref(), "quiet")?,
+            incarnation: p
+                .incarnation
+                .map(|i| {
+                    if !i.is_empty() && i.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        Ok(i)
+                    } else {
+                        Err(Error::bad(format!(
+                            "incarnation must be the hex id from /sync/watermark, got '{i}'"
+                        )))
+                    }
+                })
+                .transpose()?,
         })
     }
 }
@@ -280,6 +300,7 @@ mod tests {
             },
             wait: Some(Duration::from_millis(25_000)),
             quiet: vec![NodeId(0x2b), NodeId(0x2c)],
+            incarnation: Some("0123abcd".into()),
         };
         let written = q.to_path_and_query();
         let query = written.strip_prefix("/sync/changes?").unwrap();

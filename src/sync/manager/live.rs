@@ -14,7 +14,9 @@ use super::SyncManager;
 use crate::config::PeerConfig;
 use crate::hlc::Hlc;
 use crate::model::NodeId;
-use crate::wire::ChangeFilter;
+use crate::sync::client::{RawPage, WaitFor};
+use crate::sync::embedding::{embedding_mismatches, local_collections};
+use crate::wire::{ChangeFilter, PeerRoundStats, WatermarkResponse};
 
 /// How long a waiting pull asks the peer to hold it (under the client's request timeout).
 pub const LIVE_WAIT: Duration = Duration::from_secs(25);
@@ -96,9 +98,18 @@ impl Sources {
     }
 }
 
-/// Why a live task runs its next round.
+/// A waiting pull's answer and what it asked for.
+struct Waited {
+    since: Hlc,
+    filter: ChangeFilter,
+    raw: RawPage,
+}
+
+/// What ends a live task's wait.
 enum Wake {
-    Remote,
+    /// A waiting pull answered.
+    Remote(Box<Waited>),
+    /// This node committed (for a push edge).
     Local,
     Failed,
 }
@@ -187,6 +198,80 @@ impl SyncManager {
         ))
     }
 
+    /// The peer as its last round saw it: its watermark answer and its collections.
+    fn last_round_of(
+        &self,
+        peer_id: &str,
+    ) -> Option<(WatermarkResponse, Vec<crate::wire::CollectionSummary>)> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let rt = peers.get(peer_id)?;
+        let wm = WatermarkResponse {
+            hlc: rt.status.peer_watermark.unwrap_or(Hlc::ZERO),
+            node_id: rt.status.node_id?,
+            incarnation: rt.status.incarnation.clone()?,
+        };
+        Some((wm, rt.remote_collections.clone()?))
+    }
+
+    /// Applies what a waiting pull brought without the round's watermark and collections
+    /// requests: the wait named the incarnation the checkpoint belongs to, and the embedding
+    /// check runs against the collections the last round saw (a page that changes them
+    /// takes a round). Returns whether a round is due (something is left, or a check failed).
+    async fn apply_waited(
+        &self,
+        peer_id: &str,
+        since: Hlc,
+        filter: ChangeFilter,
+        raw: RawPage,
+    ) -> bool {
+        let (Some((cfg, client)), Some((wm, remote))) =
+            (self.peer_snapshot(peer_id), self.last_round_of(peer_id))
+        else {
+            return true;
+        };
+        match local_collections(&*self.store).await {
+            Ok(local) if embedding_mismatches(&local, &remote).is_empty() => {}
+            _ => return true,
+        }
+        let lock = self.round_lock(peer_id);
+        let _guard = lock.lock().await;
+        let config = self.config();
+        let round = super::Round {
+            cfg: &cfg,
+            client: &client,
+            wm: &wm,
+            filter: ChangeFilter {
+                collections: cfg.collections.clone(),
+                exclude_collections: cfg.exclude_collections.clone(),
+                exclude_origin: None,
+            },
+            strategy: config.conflict_strategy,
+            batch: config.batch_size,
+            full: false,
+        };
+        let started = std::time::Instant::now();
+        let mut stats = PeerRoundStats {
+            peer_id: peer_id.to_string(),
+            ..Default::default()
+        };
+        match self
+            .pull_waited(&round, since, &filter, raw, &mut stats)
+            .await
+        {
+            Ok(None) => true,
+            Ok(Some(more)) => {
+                if stats.pulled > 0 || stats.conflicts > 0 {
+                    self.record_round(&mut stats, started, Ok(()), false);
+                }
+                more
+            }
+            Err(e) => {
+                self.record_round(&mut stats, started, Err(e), false);
+                true
+            }
+        }
+    }
+
     /// Waits until this peer has something for this node, or this node has something for
     /// this peer, or a wait fails.
     async fn next_wake(
@@ -206,18 +291,26 @@ impl SyncManager {
                 let Some((since, filter)) = self.live_pull_from(peer_id) else {
                     return Wake::Failed;
                 };
+                let incarnation = self.last_round_of(peer_id).map(|(wm, _)| wm.incarnation);
                 lost.borrow_and_update();
                 let quiet = self.live_sources.quiet_for(peer_id);
                 let counts_on_sources = !quiet.is_empty();
+                let wait = WaitFor {
+                    since,
+                    limit: self.config().batch_size,
+                    filter: &filter,
+                    wait: LIVE_WAIT,
+                    quiet,
+                    incarnation,
+                };
                 let answer = tokio::select! {
-                    a = client.wait_changes(since, &filter, LIVE_WAIT, quiet) => a,
+                    a = client.wait_changes(wait) => a,
                     // A source this wait counted on is gone: ask again without it, so its
                     // writes come through this peer meanwhile.
                     Ok(()) = lost.changed(), if counts_on_sources => continue,
                 };
-                match answer.and_then(|raw| raw.decode()) {
-                    Ok(page) if !page.changes.is_empty() || page.has_more => return Wake::Remote,
-                    Ok(_) => continue,
+                match answer {
+                    Ok(raw) => return Wake::Remote(Box::new(Waited { since, filter, raw })),
                     Err(e) => {
                         tracing::debug!(peer = peer_id, error = %e, "live wait failed");
                         self.live_sources.set(peer_id, None);
@@ -251,38 +344,50 @@ async fn run(me: Weak<SyncManager>, peer_id: String) {
     let Some(mut commits) = me.upgrade().map(|m| m.store.commits()) else {
         return;
     };
+    let mut round_due = true;
     loop {
         let Some(m) = me.upgrade() else {
             return;
         };
-        commits.borrow_and_update();
-        let stats = m.sync_round(&peer_id, false).await;
-        // A collection stopped for its embedding settings stays stopped until they agree;
-        // the others are delivered live meanwhile.
-        let failed =
-            stats.error.is_some() && stats.error_code.as_deref() != Some("embedding_mismatch");
-        m.live_sources.set(
-            &peer_id,
+        if round_due {
+            commits.borrow_and_update();
+            let stats = m.sync_round(&peer_id, false).await;
+            // A collection stopped for its embedding settings stays stopped until they
+            // agree; the others are delivered live meanwhile.
+            let failed =
+                stats.error.is_some() && stats.error_code.as_deref() != Some("embedding_mismatch");
+            m.live_sources.set(
+                &peer_id,
+                if failed {
+                    None
+                } else {
+                    m.full_source(&peer_id)
+                },
+            );
             if failed {
-                None
-            } else {
-                m.full_source(&peer_id)
-            },
-        );
-        if failed {
-            round_failures += 1;
-            drop(m);
-            tokio::time::sleep(backoff(round_failures - 1)).await;
-            continue;
+                round_failures += 1;
+                drop(m);
+                tokio::time::sleep(backoff(round_failures - 1)).await;
+                continue;
+            }
+            round_failures = 0;
         }
-        round_failures = 0;
-        match m.next_wake(&peer_id, &mut commits).await {
-            Wake::Remote | Wake::Local => wait_failures = 0,
+        round_due = match m.next_wake(&peer_id, &mut commits).await {
+            Wake::Remote(w) => {
+                wait_failures = 0;
+                let Waited { since, filter, raw } = *w;
+                m.apply_waited(&peer_id, since, filter, raw).await
+            }
+            Wake::Local => {
+                wait_failures = 0;
+                true
+            }
             Wake::Failed => {
                 wait_failures += 1;
                 drop(m);
                 tokio::time::sleep(backoff(wait_failures - 1)).await;
+                true
             }
-        }
+        };
     }
 }

@@ -30,6 +30,8 @@ struct PeerRuntime {
     config: PeerConfig,
     client: HttpSyncPeer,
     status: PeerStatus,
+    /// The peer's collections as its last round saw them (for live pulls between rounds).
+    remote_collections: Option<Vec<crate::wire::CollectionSummary>>,
 }
 
 /// Drives sync for one node.
@@ -204,6 +206,7 @@ impl SyncManager {
                     config: p.clone(),
                     client,
                     status,
+                    remote_collections: None,
                 },
             );
         }
@@ -304,22 +307,46 @@ impl SyncManager {
             Some((cfg, client)) => self.run_round(&cfg, &client, full, &mut stats).await,
             None => Err(Error::NotFound(format!("no peer '{peer_id}'"))),
         };
+        self.record_round(&mut stats, started, result, true);
+        stats
+    }
+
+    /// Records a round's (or, not `counted` as a round, a live pull's) outcome in the
+    /// peer's status and the metrics.
+    fn record_round(
+        &self,
+        stats: &mut PeerRoundStats,
+        started: Instant,
+        result: Result<()>,
+        counted: bool,
+    ) {
+        let peer_id = stats.peer_id.clone();
         stats.duration_ms = started.elapsed().as_millis() as u64;
         let now = now_ms();
         if let Err(e) = &result {
-            tracing::warn!(peer = peer_id, error = %e, "sync round failed");
+            tracing::warn!(peer = %peer_id, error = %e, "sync round failed");
             stats.error = Some(e.to_string());
             stats.error_code = Some(e.code().to_string());
         }
-        self.metrics.round(
-            peer_id,
-            stats.pulled,
-            stats.pushed,
-            stats.conflicts,
-            started.elapsed().as_secs_f64(),
-            stats.error.is_some(),
-        );
-        self.update_status(peer_id, |s| {
+        if counted {
+            self.metrics.round(
+                &peer_id,
+                stats.pulled,
+                stats.pushed,
+                stats.conflicts,
+                started.elapsed().as_secs_f64(),
+                stats.error.is_some(),
+            );
+        } else {
+            self.metrics.transferred(
+                &peer_id,
+                stats.pulled,
+                stats.pushed,
+                stats.conflicts,
+                stats.error.is_some(),
+            );
+        }
+        self.update_status(&peer_id, |s| {
             s.last_attempt_ms = Some(now);
             s.pulled_total += stats.pulled;
             s.pushed_total += stats.pushed;
@@ -339,7 +366,6 @@ impl SyncManager {
                 }
             }
         });
-        stats
     }
 
     async fn run_round(
@@ -373,6 +399,14 @@ impl SyncManager {
             exclude_collections: excluded,
             exclude_origin: None,
         };
+        if let Some(rt) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&cfg.peer_id)
+        {
+            rt.remote_collections = Some(remote.clone());
+        }
         self.update_status(&cfg.peer_id, |s| {
             s.node_id = Some(wm.node_id);
             s.incarnation = Some(wm.incarnation.clone());

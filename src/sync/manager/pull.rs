@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::{now_ms, Round, SyncManager};
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
+use crate::model::ChangeBody;
 use crate::store::{
     ApplyMode, Checkpoint, CheckpointDirection, CheckpointKey, PreparedChanges, Store,
 };
@@ -167,6 +168,51 @@ impl SyncManager {
         };
         let ((), result) = futures::future::join(fetcher, applier).await;
         result
+    }
+
+    /// Applies a page a waiting pull from `since` with `filter` brought, as a pull's first
+    /// page. `Ok(Some(more))` when it was applied (or was empty), `more` if the peer has more
+    /// after it; `Ok(None)` when it takes a round instead: the checkpoint moved since the
+    /// wait was asked, or the page changes collections (whose embedding settings a round
+    /// checks before it applies anything).
+    pub(super) async fn pull_waited(
+        &self,
+        round: &Round<'_>,
+        since: Hlc,
+        filter: &crate::wire::ChangeFilter,
+        raw: RawPage,
+        stats: &mut PeerRoundStats,
+    ) -> Result<Option<bool>> {
+        let (key, mut cursor, resumed) = self.resume(round, CheckpointDirection::Pull).await?;
+        if cursor != since || resumed != *filter {
+            return Ok(None);
+        }
+        let permits = round.batch.clamp(1, PAGE_BUDGET / 2) as u32;
+        let permit = self
+            .page_budget
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| Error::Internal("the page budget is closed".into()))?;
+        let page = decoded(self.decoder.decode(raw, self.store.clone(), permit)).await?;
+        let more = page.has_more;
+        if page.changes.changes.is_empty() {
+            return Ok(Some(more));
+        }
+        if page.changes.changes.iter().any(|c| {
+            matches!(
+                c.body,
+                ChangeBody::CollectionCreate { .. } | ChangeBody::CollectionDelete { .. }
+            )
+        }) {
+            return Ok(None);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let _ = tx.try_send(ready(Ok(page)));
+        drop(tx);
+        self.apply_pulled(round, &key, &mut rx, &mut cursor, stats)
+            .await?;
+        Ok(Some(more))
     }
 
     /// The applying stage of [`SyncManager::pull`]: applies the decoded pages from `rx` in
