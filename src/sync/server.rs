@@ -10,17 +10,20 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
+use crate::hlc::Hlc;
 use crate::http::{Json, Query};
-use crate::model::validate_name;
+use crate::model::{validate_name, NodeId};
 use crate::store::ApplyMode;
 use crate::sync::embedding::local_collections;
 use crate::sync::SyncManager;
 use crate::wire::page::PAGE_ZSTD_LEVEL;
 use crate::wire::query::ChangesParams;
 use crate::wire::{
-    ChangesQuery, CollectionsResponse, ConflictsResponse, PageWriter, PushRequest, PushResponse,
-    WatermarkResponse, HAS_MORE_HEADER, MAX_PAGE, WATERMARK_HEADER,
+    ChangeFilter, ChangesQuery, CollectionsResponse, ConflictsResponse, PageWriter, PushRequest,
+    PushResponse, WatermarkResponse, HAS_MORE_HEADER, MAX_PAGE, WATERMARK_HEADER,
 };
 
 /// Largest `POST /sync/changes` body (after decompression).
@@ -150,10 +153,10 @@ const PROBE_ROWS: usize = 256;
 /// it does not want.
 async fn hold(
     m: &SyncManager,
-    since: crate::hlc::Hlc,
-    filter: &crate::wire::ChangeFilter,
-    quiet: &[crate::model::NodeId],
-    wait: std::time::Duration,
+    since: Hlc,
+    filter: &ChangeFilter,
+    quiet: &[NodeId],
+    wait: Duration,
 ) -> Result<()> {
     let feed = m.feed();
     let deadline = tokio::time::Instant::now() + wait;

@@ -186,15 +186,14 @@ impl SyncManager {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let rt = peers.get(peer_id)?;
         let since = rt.status.checkpoint.unwrap_or(Hlc::ZERO);
-        let mut exclude = rt.config.exclude_collections.clone();
-        exclude.extend(rt.status.blocked_collections.iter().cloned());
+        let scope = super::scope_filter(
+            &rt.config.collections,
+            &rt.config.exclude_collections,
+            &rt.status.blocked_collections,
+        );
         Some((
             since,
-            ChangeFilter {
-                collections: rt.config.collections.clone(),
-                exclude_collections: exclude,
-                exclude_origin: (since > Hlc::ZERO).then(|| self.store.node_id()),
-            },
+            super::without_echo(scope, since, self.store.node_id()),
         ))
     }
 
@@ -240,11 +239,8 @@ impl SyncManager {
             cfg: &cfg,
             client: &client,
             wm: &wm,
-            filter: ChangeFilter {
-                collections: cfg.collections.clone(),
-                exclude_collections: cfg.exclude_collections.clone(),
-                exclude_origin: None,
-            },
+            // Nothing is blocked: the check above found no mismatch.
+            filter: super::scope_filter(&cfg.collections, &cfg.exclude_collections, &[]),
             strategy: config.conflict_strategy,
             batch: config.batch_size,
             full: false,

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::{ConflictStrategy, PeerConfig, SyncConfig};
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
+use crate::model::NodeId;
 use crate::store::{CheckpointDirection, CheckpointKey, Store};
 use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer};
 use crate::sync::embedding::{embedding_mismatches, local_collections};
@@ -91,16 +92,35 @@ impl SyncManager {
             Some(cp) if cp.incarnation == round.wm.incarnation && !round.full => cp.cursor,
             _ => Hlc::ZERO,
         };
-        let mut filter = round.filter.clone();
-        if cursor > Hlc::ZERO {
-            // The receiving side's own writes.
-            filter.exclude_origin = Some(match direction {
-                CheckpointDirection::Pull => self.store.node_id(),
-                CheckpointDirection::Push => round.wm.node_id,
-            });
-        }
-        Ok((key, cursor, filter))
+        let receiver = match direction {
+            CheckpointDirection::Pull => self.store.node_id(),
+            CheckpointDirection::Push => round.wm.node_id,
+        };
+        Ok((
+            key,
+            cursor,
+            without_echo(round.filter.clone(), cursor, receiver),
+        ))
     }
+}
+
+/// What a pull or push with a peer covers: its configured scope, less the collections
+/// blocked for their embedding settings.
+fn scope_filter(collections: &[String], exclude: &[String], blocked: &[String]) -> ChangeFilter {
+    ChangeFilter {
+        collections: collections.to_vec(),
+        exclude_collections: exclude.iter().chain(blocked).cloned().collect(),
+        exclude_origin: None,
+    }
+}
+
+/// `filter` resumed at `cursor`, leaving out the `receiver`'s own writes: echo suppression
+/// only when resuming, since a side read from zero may have been wiped and needs them back.
+fn without_echo(mut filter: ChangeFilter, cursor: Hlc, receiver: NodeId) -> ChangeFilter {
+    if cursor > Hlc::ZERO {
+        filter.exclude_origin = Some(receiver);
+    }
+    filter
 }
 
 fn now_ms() -> u64 {
@@ -392,13 +412,8 @@ impl SyncManager {
             .into_iter()
             .filter(|(c, _)| cfg.collections.is_empty() || cfg.collections.contains(c))
             .collect();
-        let mut excluded: Vec<String> = cfg.exclude_collections.clone();
-        excluded.extend(blocked.iter().map(|(c, _)| c.clone()));
-        let filter = ChangeFilter {
-            collections: cfg.collections.clone(),
-            exclude_collections: excluded,
-            exclude_origin: None,
-        };
+        let blocked_names: Vec<String> = blocked.iter().map(|(c, _)| c.clone()).collect();
+        let filter = scope_filter(&cfg.collections, &cfg.exclude_collections, &blocked_names);
         if let Some(rt) = self
             .peers
             .lock()
@@ -411,7 +426,7 @@ impl SyncManager {
             s.node_id = Some(wm.node_id);
             s.incarnation = Some(wm.incarnation.clone());
             s.peer_watermark = Some(wm.hlc);
-            s.blocked_collections = blocked.iter().map(|(c, _)| c.clone()).collect();
+            s.blocked_collections = blocked_names;
         });
         let config = self.config();
         let round = Round {
@@ -454,13 +469,11 @@ impl SyncManager {
             .collect();
         for s in &mut out {
             if let (Some(node), Some(inc)) = (s.node_id, s.incarnation.clone()) {
-                let mut excluded = s.exclude_collections.clone();
-                excluded.extend(s.blocked_collections.iter().cloned());
-                let filter = ChangeFilter {
-                    collections: s.collections.clone(),
-                    exclude_collections: excluded,
-                    exclude_origin: None,
-                };
+                let filter = scope_filter(
+                    &s.collections,
+                    &s.exclude_collections,
+                    &s.blocked_collections,
+                );
                 for dir in [CheckpointDirection::Pull, CheckpointDirection::Push] {
                     let cp = self
                         .store
