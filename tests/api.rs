@@ -582,6 +582,13 @@ async fn status_backlog_and_metrics_report_lag_inputs() {
         "{text}"
     );
     assert!(text.contains("ragsync_documents 5"), "{text}");
+    let rounds = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("ragsync_sync_round_seconds_count "))
+            .unwrap_or_else(|| panic!("no round count:\n{text}"))
+            .to_string()
+    };
+    let rounds_before = rounds(text);
     let w1 = a.put_doc("docs", "new1", "x").await;
     a.put_doc("docs", "new2", "x").await;
     let backlog = a
@@ -602,6 +609,8 @@ async fn status_backlog_and_metrics_report_lag_inputs() {
         "{text}"
     );
     assert!(text.contains("ragsync_waiting_requests 0"), "{text}");
+    // Delivered by applying the waited page, not by rounds.
+    assert_eq!(rounds(&text), rounds_before, "{text}");
 }
 
 /// Every `GET /sync/changes` page says in headers where the next one starts (what a puller
