@@ -71,6 +71,8 @@ async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
         wall_ms: store.clock().wall_ms(),
         max_clock_drift_ms: store.clock().max_drift_ms(),
         peers: s.manager.peer_statuses().await?,
+        pullers: Vec::new(),
+        config_digest: None,
     }))
 }
 

@@ -1,16 +1,19 @@
 //! Lag arithmetic, pure: from the nodes' own logs and checkpoints to the numbers in status.
 //!
-//! For the edge "B pulls from A", A answers `GET /admin/backlog?since=<B's checkpoint>` with
-//! `{"pending": n, "oldest": "<hlc hex>"}`; `pendingChanges` is `n` and `lagSeconds` is the age
-//! of that oldest entry (0 when nothing is pending). Because both inputs live in the nodes'
-//! durable state, the numbers survive operator and node restarts and never come from counters
-//! that reset.
+//! The sender of an edge knows how far its receiver is: for "B pulls from A", A remembers the
+//! `since` of B's latest pull (B's checkpoint in A's log); for "A pushes to B", A holds the push
+//! checkpoint. So A's `/admin/status` reports, per receiver, `{"pending": n, "oldest": "<hlc
+//! hex>"}`; `pendingChanges` is `n` and `lagSeconds` is the age of that oldest entry (0 when
+//! nothing is pending). One status call per node answers every edge it serves. Nodes that
+//! predate those fields are asked `GET /admin/backlog?since=<B's checkpoint>` instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::hlc::Hlc;
+use crate::model::NodeId;
 use crate::operator::crd::{EdgeStatus, MemberStatus};
-use crate::wire::Backlog;
+use crate::operator::topology::Mode;
+use crate::wire::{Backlog, NodeStatus};
 
 /// A member is `Stalled` after this many sync intervals with changes pending and no progress.
 pub const STALL_INTERVALS: u64 = 3;
@@ -50,6 +53,32 @@ pub fn edge_lag(backlog: &Backlog, now_ms: u64) -> Lag {
     Lag {
         pending_changes: backlog.pending,
         lag_ms: backlog.oldest.map_or(0, |oldest| oldest.age_ms(now_ms)),
+    }
+}
+
+/// What the sender `from` reports about the edge to the member named `to` (node id `to_node`),
+/// carried as `mode`: for a pull, the puller entry with `to_node`; for a push, the push backlog
+/// of its peer entry `to`. `None` when the sender does not report it (a node older than these
+/// fields, or a puller that has not asked since the sender started).
+pub fn served_backlog(
+    from: &NodeStatus,
+    mode: Mode,
+    to: &str,
+    to_node: Option<NodeId>,
+) -> Option<Backlog> {
+    match mode {
+        Mode::Pull => {
+            let id = to_node?;
+            from.pullers
+                .iter()
+                .find(|p| p.node_id == id)
+                .map(|p| p.backlog)
+        }
+        Mode::Push => from
+            .peers
+            .iter()
+            .find(|p| p.peer_id == to)
+            .and_then(|p| p.push_backlog),
     }
 }
 

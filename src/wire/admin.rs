@@ -31,6 +31,32 @@ pub struct NodeStatus {
     pub wall_ms: u64,
     pub max_clock_drift_ms: u64,
     pub peers: Vec<PeerStatus>,
+    /// Nodes that pull from this one, each with what it has not pulled yet (absent from nodes
+    /// before it existed). Together with each peer's `push_backlog`, a node's status answers
+    /// the lag of every edge it serves, so lag needs one call per node.
+    #[serde(default)]
+    pub pullers: Vec<PullerStatus>,
+    /// SHA-256 (hex) of this node's config as `GET /admin/config` serialises it, so a caller
+    /// can tell whether its desired config is in place without fetching it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+}
+
+/// A node that pulls from this one, as its latest pull request named it (`exclude_origin`,
+/// the puller's own node id). Kept in memory: after a restart a puller shows up again with
+/// its next request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullerStatus {
+    pub node_id: NodeId,
+    /// The `since` of its latest pull: its checkpoint in this node's log.
+    pub since: Hlc,
+    /// The collections it asked for (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collections: Vec<String>,
+    /// When that request arrived (this node's wall clock, ms).
+    pub last_seen_ms: u64,
+    /// Entries in this node's log after `since`, in those collections.
+    pub backlog: Backlog,
 }
 
 /// What a node knows about one peer.
@@ -66,6 +92,10 @@ pub struct PeerStatus {
     pub conflicts_total: u64,
     /// Collections whose sync with this peer is stopped (embedding settings disagree).
     pub blocked_collections: Vec<String>,
+    /// For a peer this node pushes to: the entries of this node's log after
+    /// `push_checkpoint` in the peer's collections (absent when it pushes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_backlog: Option<Backlog>,
 }
 
 /// Result of one round with one peer.
@@ -91,7 +121,7 @@ pub struct SyncNowResponse {
 }
 
 /// `GET /admin/backlog`: how much of the log lies after a cursor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backlog {
     pub pending: u64,
     pub oldest: Option<Hlc>,

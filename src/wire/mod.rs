@@ -17,7 +17,7 @@ pub mod page;
 pub mod query;
 pub mod sync;
 
-pub use admin::{Backlog, NodeStatus, PeerRoundStats, PeerStatus, SyncNowResponse};
+pub use admin::{Backlog, NodeStatus, PeerRoundStats, PeerStatus, PullerStatus, SyncNowResponse};
 pub use page::PageWriter;
 pub use query::{BacklogQuery, ChangeFilter, ChangesQuery};
 pub use sync::{

@@ -45,6 +45,8 @@ pub fn external_node(w: WatermarkResponse) -> NodeStatus {
         wall_ms: 0,
         max_clock_drift_ms: 0,
         peers: Vec::new(),
+        pullers: Vec::new(),
+        config_digest: None,
     }
 }
 

@@ -68,6 +68,8 @@ fn node(conflicts: u64, peers: Vec<PeerStatus>) -> NodeStatus {
         wall_ms: 0,
         max_clock_drift_ms: 0,
         peers,
+        pullers: Vec::new(),
+        config_digest: None,
     }
 }
 
