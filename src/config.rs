@@ -114,6 +114,17 @@ impl Default for SyncConfig {
 }
 
 impl SyncConfig {
+    /// SHA-256 (hex) of the config as `GET /admin/config` serialises it: `/admin/status`
+    /// reports it so the operator can tell whether its desired config is in place.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let bytes = serde_json::to_vec(self).expect("a SyncConfig always serialises");
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Checks every field; the error names the field and what is wrong with it.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_INTERVAL_SECONDS).contains(&self.interval_seconds) {

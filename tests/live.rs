@@ -660,3 +660,69 @@ async fn sigterm_stops_a_live_puller_promptly() {
     let exit = exit.unwrap_or_else(|| panic!("still running {:?} after SIGTERM", t.elapsed()));
     assert!(exit.success(), "clean exit: {exit}\n{}", b.log_text());
 }
+
+/// The source's status answers each receiver's lag: a puller's position (the `since` of its
+/// latest pull) with what lies after it, and for a push peer the push backlog; both grow
+/// while the receivers are down and drop back to nothing once they are delivered to. The
+/// status also carries the digest of the node's config.
+#[tokio::test]
+async fn a_source_reports_what_each_receiver_still_lacks() {
+    let mut n = nodes(&[("a", 241), ("b", 242), ("c", 243)]).await;
+    n[0].create_collection("docs", json!({})).await;
+    n[1].set_peers(&[(&n[0], "pull")], 100).await;
+    n[0].set_peers(&[(&n[2], "push")], 100).await;
+    n[1].wait_first_round().await;
+    n[0].wait_first_round().await;
+    let b_id = n[1].status().await["node_id"].clone();
+
+    // What `a` says about `b` (as a puller) and `c` (as a push peer): pending counts.
+    async fn lacks(a: &TestNode, b_id: &Value) -> (Option<u64>, Option<u64>) {
+        let s = a.status().await;
+        let puller = s["pullers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| &p["node_id"] == b_id)
+            .map(|p| p["backlog"]["pending"].as_u64().unwrap());
+        let pushed = s["peers"][0]["push_backlog"]["pending"].as_u64();
+        (puller, pushed)
+    }
+    async fn wait_lacks(a: &TestNode, b_id: &Value, want: (u64, u64)) {
+        let what = format!("a to report {want:?} pending for (b, c)");
+        wait_for(&what, LIVE, || async {
+            (lacks(a, b_id).await == (Some(want.0), Some(want.1))).then_some(())
+        })
+        .await
+    }
+
+    n[0].put_doc("docs", "d1", "one").await;
+    wait_doc(&n[1], "docs", "d1", Some("one"), LIVE).await;
+    wait_doc(&n[2], "docs", "d1", Some("one"), LIVE).await;
+    wait_lacks(&n[0], &b_id, (0, 0)).await;
+
+    n[1].kill9();
+    n[2].kill9();
+    n[0].put_doc("docs", "d2", "two").await;
+    n[0].put_doc("docs", "d3", "three").await;
+    wait_lacks(&n[0], &b_id, (2, 2)).await;
+    let s = n[0].status().await;
+    let oldest = &s["pullers"][0]["backlog"]["oldest"];
+    assert!(oldest.is_string(), "the oldest pending entry is named: {s}");
+    assert!(oldest.as_str() <= s["watermark"].as_str(), "{s}");
+
+    n[1].restart().await;
+    n[2].restart().await;
+    wait_doc(&n[1], "docs", "d3", Some("three"), LIVE).await;
+    // The push peer catches up at the next push (the live pusher retries with backoff).
+    wait_doc(&n[2], "docs", "d3", Some("three"), LIVE).await;
+    wait_lacks(&n[0], &b_id, (0, 0)).await;
+
+    // The digest is the config's as `GET /admin/config` gives it, and follows a new config.
+    let digest = |s: &Value| s["config_digest"].as_str().unwrap().to_string();
+    let cfg: rag_sync::config::SyncConfig =
+        serde_json::from_value(n[0].ok("GET", "/admin/config", None).await).unwrap();
+    let before = digest(&n[0].status().await);
+    assert_eq!(before, cfg.digest());
+    n[0].set_peers(&[], 100).await;
+    assert_ne!(digest(&n[0].status().await), before);
+}

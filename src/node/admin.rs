@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::http::{Json, Query};
 use crate::node::NodeState;
 use crate::wire::query::BacklogParams;
-use crate::wire::{Backlog, BacklogQuery, NodeStatus, SyncNowResponse};
+use crate::wire::{Backlog, BacklogQuery, NodeStatus, PullerStatus, SyncNowResponse};
 
 pub fn routes() -> Router<NodeState> {
     Router::new()
@@ -71,9 +71,24 @@ async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
         wall_ms: store.clock().wall_ms(),
         max_clock_drift_ms: store.clock().max_drift_ms(),
         peers: s.manager.peer_statuses().await?,
-        pullers: Vec::new(),
-        config_digest: None,
+        pullers: pullers(&s).await?,
+        config_digest: Some(s.manager.config().digest()),
     }))
+}
+
+/// Each puller's position and what lies after it.
+async fn pullers(s: &NodeState) -> Result<Vec<PullerStatus>> {
+    let mut out = Vec::new();
+    for (node_id, p) in s.manager.pullers().list() {
+        out.push(PullerStatus {
+            node_id,
+            since: p.since,
+            backlog: crate::sync::pullers::backlog(&*s.store, p.since, &p.filter, &p.quiet).await?,
+            collections: p.filter.collections,
+            last_seen_ms: p.last_seen_ms,
+        });
+    }
+    Ok(out)
 }
 
 async fn backlog(

@@ -5,7 +5,7 @@
 //! functions of [`members`], [`topology`], [`lag`], [`status`] and [`events`], and writes what
 //! they decide (node configs, statuses by server-side apply, events).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,7 +58,16 @@ struct Memory {
     stall: BTreeMap<String, StallWatch>,
     errors: BTreeMap<String, String>,
     failures: u32,
+    /// Each selected SyncPeer's member names at the last pass (status lists only the worst).
+    peer_members: BTreeMap<String, BTreeSet<String>>,
+    /// The last pass's edges, as [`events::topology_fingerprint`].
+    topology: Option<u64>,
+    /// Members with metric series, to remove those of members that left.
+    metric_members: BTreeSet<String>,
 }
+
+/// Node calls one pass has in flight at most.
+const NODE_CONCURRENCY: usize = 32;
 
 /// Shared state of the controllers.
 pub struct Ctx {
@@ -283,6 +292,7 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
     let edges = pass.measure(&plan, &observed).await;
     let stalled = pass.stalled(&edges, intervals(spec).sync);
     let lags = status::member_lags(&edges);
+    pass.record_lag(&lags, &observed, &edges);
     let reports: Vec<MemberReport> = observed
         .iter()
         .map(|o| status::member(o, lags.get(&o.member.name).copied().unwrap_or(Lag::ZERO)))
@@ -310,11 +320,15 @@ impl Pass<'_> {
     async fn observe(&self, members: Vec<Member>) -> Vec<Observed> {
         let observe = |mut member: Member| async move {
             let (node, config) = if member.managed {
-                let (status, config) = futures::join!(
-                    self.nodes.status(&member.endpoint),
-                    self.nodes.config(&member.endpoint)
-                );
-                (status, config.ok())
+                let status = self.nodes.status(&member.endpoint).await;
+                // A node that reports its config's digest needs no second call.
+                let config = match &status {
+                    Ok(s) if s.config_digest.is_none() => {
+                        self.nodes.config(&member.endpoint).await.ok()
+                    }
+                    _ => None,
+                };
+                (status, config)
             } else {
                 let watermark = self.nodes.watermark(&member.endpoint).await;
                 (watermark.map(status::external_node), None)
@@ -328,7 +342,11 @@ impl Pass<'_> {
                 config,
             }
         };
-        futures::future::join_all(members.into_iter().map(observe)).await
+        let calls: Vec<_> = members.into_iter().map(observe).collect();
+        futures::stream::iter(calls)
+            .buffered(NODE_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Pushes the configs that differ from the plan; returns whether every push worked and
@@ -354,14 +372,14 @@ impl Pass<'_> {
             if self.policy.spec.paused {
                 desired.peers.clear();
             }
-            if o.config.as_ref() == Some(&desired) {
+            if status::config_in_place(o, &desired) {
                 continue;
             }
             self.ctx.metrics.config_pushes.inc();
             match self.nodes.put_config(&o.member.endpoint, &desired).await {
                 Ok(_) => {
                     tracing::info!(policy = %self.key, member = %o.member.name, peers = desired.peers.len(), "node config updated");
-                    if o.config.as_ref().map(|c| &c.peers) != Some(&desired.peers) {
+                    if !status::peers_in_place(o, &desired) {
                         peers_changed.push(o.member.endpoint.clone());
                     }
                 }
@@ -407,57 +425,119 @@ impl Pass<'_> {
             .metrics
             .sync_triggers
             .inc_by(endpoints.len() as u64);
-        let round = || futures::future::join_all(endpoints.iter().map(|e| self.nodes.sync_now(e)));
+        let round = || {
+            let calls: Vec<_> = endpoints.iter().map(|e| self.nodes.sync_now(e)).collect();
+            futures::stream::iter(calls)
+                .buffer_unordered(NODE_CONCURRENCY)
+                .for_each(|_| std::future::ready(()))
+        };
         round().await;
         // Second round, so that what one member pulled reaches those that pulled first.
         round().await;
-        for o in observed.iter_mut().filter(|o| o.member.managed) {
-            o.node = self.nodes.status(&o.member.endpoint).await;
+        let managed: Vec<&mut Observed> =
+            observed.iter_mut().filter(|o| o.member.managed).collect();
+        let calls: Vec<_> = managed
+            .iter()
+            .map(|o| self.nodes.status(&o.member.endpoint))
+            .collect();
+        let answers: Vec<_> = futures::stream::iter(calls)
+            .buffered(NODE_CONCURRENCY)
+            .collect()
+            .await;
+        for (o, answer) in managed.into_iter().zip(answers) {
+            o.node = answer;
         }
     }
 
-    /// Lag per edge: the entries in the sender's log after the receiver's checkpoint.
+    /// Lag per edge: the entries in the sender's log after the receiver's position, as the
+    /// sender's status reports them; only for a sender that does not (an older node, or a
+    /// puller it has not seen since it started) one `/admin/backlog` call.
     async fn measure(&self, plan: &Plan, observed: &[Observed]) -> Vec<EdgeLag> {
         let by_name: BTreeMap<&str, &Observed> = observed
             .iter()
             .map(|o| (o.member.name.as_str(), o))
             .collect();
         let now = now_ms();
-        let mut edges = Vec::new();
-        for edge in &plan.edges {
-            let (Some(from), Some(to)) = (
-                by_name.get(edge.from.as_str()),
-                by_name.get(edge.to.as_str()),
-            ) else {
-                continue;
-            };
-            let (checkpoint, collections) = status::edge_cursor(edge, from, to);
-            let backlog = match &from.node {
-                Ok(_) => {
-                    let since = checkpoint.map(|c| c.to_hex());
-                    self.nodes
-                        .backlog(&from.member.endpoint, since.as_deref(), &collections)
-                        .await
-                        .ok()
+        // Collected first: a stream over a closure's futures trips the `Send` check of the
+        // controller's future (a higher-ranked lifetime error).
+        let calls: Vec<_> = plan
+            .edges
+            .iter()
+            .filter_map(|edge| {
+                let from = by_name.get(edge.from.as_str())?;
+                let to = by_name.get(edge.to.as_str())?;
+                Some(self.edge_lag(edge, from, to, now))
+            })
+            .collect();
+        futures::stream::iter(calls)
+            .buffered(NODE_CONCURRENCY)
+            .collect()
+            .await
+    }
+
+    async fn edge_lag(
+        &self,
+        edge: &topology::Edge,
+        from: &Observed,
+        to: &Observed,
+        now: u64,
+    ) -> EdgeLag {
+        let (checkpoint, collections) = status::edge_cursor(edge, from, to);
+        let backlog = match &from.node {
+            Ok(s) => {
+                let to_node = to.node.as_ref().ok().map(|t| t.node_id);
+                match lag::served_backlog(s, edge.mode, &edge.to, to_node) {
+                    Some(b) => Some(b),
+                    None => {
+                        let since = checkpoint.map(|c| c.to_hex());
+                        self.nodes
+                            .backlog(&from.member.endpoint, since.as_deref(), &collections)
+                            .await
+                            .ok()
+                    }
                 }
-                Err(_) => None,
-            };
-            let lag = backlog.map_or(Lag::ZERO, |b| lag::edge_lag(&b, now));
-            let labels = OperatorMetrics::labels(&[
-                ("policy", &self.key),
-                ("from", &edge.from),
-                ("to", &edge.to),
-            ]);
-            let m = &self.ctx.metrics;
-            m.edge_lag_seconds.get_or_create(&labels).set(lag.seconds());
-            m.edge_pending.get_or_create(&labels).set(lag.pending());
-            edges.push(EdgeLag {
-                edge: edge.clone(),
-                lag,
-                checkpoint,
-            });
+            }
+            Err(_) => None,
+        };
+        EdgeLag {
+            edge: edge.clone(),
+            lag: backlog.map_or(Lag::ZERO, |b| lag::edge_lag(&b, now)),
+            checkpoint,
         }
-        edges
+    }
+
+    /// Per-member lag gauges and the policy's worst-edge gauges; series of members that left
+    /// are removed, so the series stay one per member.
+    fn record_lag(&self, lags: &BTreeMap<String, Lag>, members: &[Observed], edges: &[EdgeLag]) {
+        let m = &self.ctx.metrics;
+        let names: BTreeSet<String> = members.iter().map(|o| o.member.name.clone()).collect();
+        let member_labels =
+            |name: &str| OperatorMetrics::labels(&[("policy", &self.key), ("member", name)]);
+        for name in &names {
+            let lag = lags.get(name).copied().unwrap_or(Lag::ZERO);
+            let labels = member_labels(name);
+            m.member_lag_seconds
+                .get_or_create(&labels)
+                .set(lag.seconds());
+            m.member_pending.get_or_create(&labels).set(lag.pending());
+        }
+        let gone = self.ctx.memory(&self.key, |mem| {
+            let gone: Vec<String> = mem.metric_members.difference(&names).cloned().collect();
+            mem.metric_members = names.clone();
+            gone
+        });
+        for name in gone {
+            let labels = member_labels(&name);
+            m.member_lag_seconds.remove(&labels);
+            m.member_pending.remove(&labels);
+        }
+        let policy = OperatorMetrics::labels(&[("policy", &self.key)]);
+        let worst = edges.iter().map(|e| e.lag.seconds()).max().unwrap_or(0);
+        let lagging = edges.iter().filter(|e| e.lag.pending_changes > 0).count();
+        m.policy_max_lag_seconds.get_or_create(&policy).set(worst);
+        m.policy_lagging_edges
+            .get_or_create(&policy)
+            .set(i64::try_from(lagging).unwrap_or(i64::MAX));
     }
 
     /// The edges stalled now, as "from → to" (each edge's watch is remembered).
@@ -492,10 +572,30 @@ impl Pass<'_> {
             if peer.metadata.deletion_timestamp.is_none() && Some(&st) != peer.status.as_ref() {
                 patch_status::<SyncPeer>(ctx, &ns, &peer.name_any(), json!(st)).await?;
             }
-            let old = peer.status.clone().unwrap_or_default();
-            for note in events::peer(&old, &st) {
+            let name = peer.name_any();
+            let now: BTreeSet<String> = obs
+                .members
+                .iter()
+                .filter(|r| r.peer == name)
+                .map(|r| r.status.pod.clone())
+                .collect();
+            let before = ctx.memory(&self.key, |m| m.peer_members.insert(name, now.clone()));
+            // After a start, the old status names every member unless it was capped.
+            let before = before.or_else(|| {
+                peer.status
+                    .as_ref()
+                    .filter(|s| s.omitted_members == 0)
+                    .map(|s| s.members.iter().map(|m| m.pod.clone()).collect())
+            });
+            for note in events::peer(before.as_ref(), &now) {
                 ctx.event(peer.as_ref(), note).await;
             }
+        }
+        let fingerprint = events::topology_fingerprint(&obs.plan.edges);
+        let before = ctx.memory(&self.key, |m| m.topology.replace(fingerprint));
+        let members = obs.plan.connectivity.components.iter().map(Vec::len).sum();
+        if let Some(note) = events::topology(before, fingerprint, obs.plan.edges.len(), members) {
+            ctx.event(self.policy, note).await;
         }
 
         let st = status::policy::status(obs);
@@ -677,7 +777,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         recorder,
-        nodes: NodeClient::new(None),
+        nodes: NodeClient::new(None).counting(metrics.node_requests.clone()),
         metrics,
         policies: policies.clone(),
         peers: peers.clone(),

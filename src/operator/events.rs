@@ -2,10 +2,12 @@
 //! so that an event marks a transition and is never repeated while nothing changes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 
 use crate::operator::conditions::{self, reason};
-use crate::operator::crd::{SyncPeerStatus, SyncPolicyStatus};
+use crate::operator::crd::SyncPolicyStatus;
 use crate::operator::status::MemberReport;
+use crate::operator::topology::Edge;
 
 /// An event to publish on the object whose statuses were compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,21 +25,54 @@ fn note(warning: bool, reason: &'static str, message: String) -> Note {
     }
 }
 
-/// A SyncPeer's members that joined and left.
-pub fn peer(old: &SyncPeerStatus, new: &SyncPeerStatus) -> Vec<Note> {
-    let before: BTreeSet<&str> = old.members.iter().map(|m| m.pod.as_str()).collect();
-    let after: BTreeSet<&str> = new.members.iter().map(|m| m.pod.as_str()).collect();
+/// A SyncPeer's members that joined and left, by name: `before` is `None` when the previous
+/// set is unknown (first pass after a start with a status that lists only some members).
+pub fn peer(before: Option<&BTreeSet<String>>, after: &BTreeSet<String>) -> Vec<Note> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
     let added = after
-        .difference(&before)
+        .difference(before)
         .map(|m| note(false, "MemberAdded", format!("member {m} joined")));
     let removed = before
-        .difference(&after)
+        .difference(after)
         .map(|m| note(false, "MemberRemoved", format!("member {m} left")));
-    added.chain(removed).collect()
+    let mut notes: Vec<Note> = added.chain(removed).collect();
+    if notes.len() > MAX_NOTES {
+        let more = notes.len() - MAX_NOTES;
+        notes.truncate(MAX_NOTES);
+        notes.push(note(
+            false,
+            "MembersChanged",
+            format!("{more} more members joined or left"),
+        ));
+    }
+    notes
 }
 
-/// A SyncPolicy's new conflicts, a changed set of connected members, member errors not seen
-/// before (`seen` remembers the last pass's, per member) and a new stall.
+/// Events of one kind a pass emits at most, before one that counts the rest.
+pub const MAX_NOTES: usize = 5;
+
+/// The plan's edges as one number, to tell a changed topology from the same one.
+pub fn topology_fingerprint(edges: &[Edge]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    edges.hash(&mut h);
+    h.finish()
+}
+
+/// `TopologyChanged` when the edges differ from the last pass's (`before`: `None` on the
+/// first pass, which tells nothing).
+pub fn topology(before: Option<u64>, after: u64, edges: usize, members: usize) -> Option<Note> {
+    (before.is_some_and(|b| b != after)).then(|| {
+        note(
+            false,
+            "TopologyChanged",
+            format!("{edges} edges among {members} members"),
+        )
+    })
+}
+
+/// A SyncPolicy's new conflicts, member errors not seen before (`seen` remembers the last pass's, per member) and a new stall.
 pub fn policy(
     old: &SyncPolicyStatus,
     new: &SyncPolicyStatus,
@@ -56,21 +91,8 @@ pub fn policy(
             ),
         ));
     }
-    let connected = |s: &SyncPolicyStatus| -> BTreeSet<String> {
-        s.edges
-            .iter()
-            .flat_map(|e| [e.from.clone(), e.to.clone()])
-            .collect()
-    };
-    let (before, after) = (connected(old), connected(new));
-    if before != after && !old.edges.is_empty() {
-        notes.push(note(
-            false,
-            "TopologyChanged",
-            format!("{} edges among {} members", new.edges.len(), after.len()),
-        ));
-    }
     let mut errors = BTreeMap::new();
+    let mut untold = 0;
     for r in members {
         let Some(e) = &r.status.last_error else {
             continue;
@@ -81,9 +103,20 @@ pub fn policy(
             } else {
                 "SyncFailed"
             };
-            notes.push(note(true, why, format!("{}: {e}", r.status.pod)));
+            if notes.len() < MAX_NOTES {
+                notes.push(note(true, why, format!("{}: {e}", r.status.pod)));
+            } else {
+                untold += 1;
+            }
         }
         errors.insert(r.status.pod.clone(), e.clone());
+    }
+    if untold > 0 {
+        notes.push(note(
+            true,
+            "SyncFailed",
+            format!("{untold} more members report new errors; see the SyncPeers' status"),
+        ));
     }
     *seen = errors;
     let was_stalled = conditions::find(&old.conditions, conditions::CONVERGED)
@@ -94,7 +127,7 @@ pub fn policy(
             "Stalled",
             format!(
                 "no progress over three sync intervals on {}",
-                stalled.join(", ")
+                crate::operator::status::some_of(stalled, ", ")
             ),
         ));
     }
@@ -104,7 +137,7 @@ pub fn policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::crd::{EdgeStatus, MemberStatus};
+    use crate::operator::crd::MemberStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
@@ -112,27 +145,8 @@ mod tests {
         notes.iter().map(|n| n.reason).collect()
     }
 
-    fn peer_with(pods: &[&str]) -> SyncPeerStatus {
-        SyncPeerStatus {
-            members: pods
-                .iter()
-                .map(|p| MemberStatus {
-                    pod: p.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
-
-    fn edge(from: &str, to: &str) -> EdgeStatus {
-        EdgeStatus {
-            from: from.into(),
-            to: to.into(),
-            mode: "Pull".into(),
-            pending_changes: 0,
-            lag_seconds: 0,
-        }
+    fn names(pods: &[&str]) -> BTreeSet<String> {
+        pods.iter().map(|p| p.to_string()).collect()
     }
 
     fn failing(pod: &str, error: &str, reason: &'static str) -> MemberReport {
@@ -149,7 +163,7 @@ mod tests {
 
     #[test]
     fn members_joining_and_leaving_a_peer() {
-        let notes = peer(&peer_with(&["a", "b"]), &peer_with(&["b", "c"]));
+        let notes = peer(Some(&names(&["a", "b"])), &names(&["b", "c"]));
         assert_eq!(
             notes,
             [
@@ -157,7 +171,17 @@ mod tests {
                 note(false, "MemberRemoved", "member a left".into()),
             ]
         );
-        assert!(peer(&peer_with(&["a"]), &peer_with(&["a"])).is_empty());
+        assert!(peer(Some(&names(&["a"])), &names(&["a"])).is_empty());
+        assert!(
+            peer(None, &names(&["a"])).is_empty(),
+            "unknown before: nothing"
+        );
+        // Many at once: a few, then one that counts the rest.
+        let many: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let notes = peer(Some(&names(&[])), &names(&many));
+        assert_eq!(notes.len(), MAX_NOTES + 1);
+        assert_eq!(notes[MAX_NOTES].message, "35 more members joined or left");
     }
 
     #[test]
@@ -165,26 +189,51 @@ mod tests {
         let mut seen = BTreeMap::new();
         let old = SyncPolicyStatus {
             conflicts: 2,
-            edges: vec![edge("a", "b")],
             ..Default::default()
         };
         let new = SyncPolicyStatus {
             conflicts: 5,
-            edges: vec![edge("a", "b"), edge("b", "c")],
             ..Default::default()
         };
         let notes = policy(&old, &new, &[], &mut seen, &[]);
-        assert_eq!(reasons(&notes), ["ConflictsDetected", "TopologyChanged"]);
+        assert_eq!(reasons(&notes), ["ConflictsDetected"]);
         assert_eq!(notes[0].message, "5 conflicts recorded (was 2)");
-        assert_eq!(notes[1].message, "2 edges among 3 members");
-        assert!(notes[0].warning && !notes[1].warning);
-        // The same again, or a first topology: nothing.
+        assert!(notes[0].warning);
         assert!(policy(&new, &new, &[], &mut seen, &[]).is_empty());
-        let first = SyncPolicyStatus::default();
-        assert!(
-            policy(&first, &new, &[], &mut seen, &[]).len() == 1,
-            "only the conflicts"
-        );
+
+        let edge = |from: &str, to: &str| Edge {
+            from: from.into(),
+            to: to.into(),
+            mode: crate::operator::topology::Mode::Pull,
+        };
+        let one = topology_fingerprint(&[edge("a", "b")]);
+        let two = topology_fingerprint(&[edge("a", "b"), edge("b", "c")]);
+        let changed = topology(Some(one), two, 2, 3).expect("a changed topology is told");
+        assert_eq!(changed.reason, "TopologyChanged");
+        assert_eq!(changed.message, "2 edges among 3 members");
+        assert!(!changed.warning);
+        assert_eq!(topology(Some(two), two, 2, 3), None, "the same again");
+        assert_eq!(topology(None, two, 2, 3), None, "a first topology");
+    }
+
+    #[test]
+    fn many_new_member_errors_are_told_in_a_few_events() {
+        let mut seen = BTreeMap::new();
+        let none = SyncPolicyStatus::default();
+        let all: Vec<MemberReport> = (0..30)
+            .map(|i| {
+                failing(
+                    &format!("m{i}"),
+                    "GET x: timed out",
+                    reason::NODE_UNREACHABLE,
+                )
+            })
+            .collect();
+        let refs: Vec<&MemberReport> = all.iter().collect();
+        let notes = policy(&none, &none, &refs, &mut seen, &[]);
+        assert_eq!(notes.len(), MAX_NOTES + 1);
+        assert!(notes[MAX_NOTES].message.starts_with("25 more members"));
+        assert!(policy(&none, &none, &refs, &mut seen, &[]).is_empty());
     }
 
     #[test]

@@ -129,6 +129,51 @@ pub fn aggregate(members: &[MemberStatus]) -> Totals {
     }
 }
 
+/// Edges a SyncPolicy status lists (the worst).
+pub const WORST_EDGES: usize = 10;
+
+/// All edges in a few numbers, and the worst few in full.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EdgeSummary {
+    pub count: i32,
+    /// Edges with changes pending.
+    pub lagging: i32,
+    pub max_lag_seconds: i64,
+    /// Nearest-rank 99th percentile of the edges' lag.
+    pub p99_lag_seconds: i64,
+    /// At most `keep` edges: largest lag first, then most pending, then by name (so a quiet
+    /// policy lists the same edges every time and its status does not churn).
+    pub worst: Vec<EdgeStatus>,
+}
+
+/// Summarises `edges`, keeping the `keep` worst.
+pub fn summarize_edges(edges: &[EdgeStatus], keep: usize) -> EdgeSummary {
+    let mut lags: Vec<i64> = edges.iter().map(|e| e.lag_seconds.max(0)).collect();
+    lags.sort_unstable();
+    let p99 = if lags.is_empty() {
+        0
+    } else {
+        // Nearest rank: the smallest value with at least 99 % of the edges at or below it.
+        let rank = (lags.len() * 99).div_ceil(100).max(1);
+        lags[rank - 1]
+    };
+    let mut worst: Vec<&EdgeStatus> = edges.iter().collect();
+    worst.sort_by(|a, b| {
+        b.lag_seconds
+            .cmp(&a.lag_seconds)
+            .then(b.pending_changes.cmp(&a.pending_changes))
+            .then_with(|| (&a.from, &a.to, &a.mode).cmp(&(&b.from, &b.to, &b.mode)))
+    });
+    EdgeSummary {
+        count: i32::try_from(edges.len()).unwrap_or(i32::MAX),
+        lagging: i32::try_from(edges.iter().filter(|e| e.pending_changes > 0).count())
+            .unwrap_or(i32::MAX),
+        max_lag_seconds: lags.last().copied().unwrap_or(0),
+        p99_lag_seconds: p99,
+        worst: worst.into_iter().take(keep).cloned().collect(),
+    }
+}
+
 /// Aggregates a policy: [`aggregate`] over all members, with the lag also bounded below by
 /// every edge's lag.
 pub fn aggregate_policy(members: &[MemberStatus], edges: &[EdgeStatus]) -> Totals {
@@ -467,5 +512,91 @@ mod tests {
         assert_eq!(gc_horizon(&[]), None);
         // a single node: nothing from anyone else to wait for, but no horizon either
         assert_eq!(gc_horizon(&[rep("aaaa", &[])]), None);
+    }
+
+    fn edge(from: &str, to: &str, pending: i64, lag: i64) -> EdgeStatus {
+        EdgeStatus {
+            from: from.into(),
+            to: to.into(),
+            mode: "Pull".into(),
+            pending_changes: pending,
+            lag_seconds: lag,
+        }
+    }
+
+    #[test]
+    fn edge_summary_counts_everything_and_keeps_the_worst() {
+        let mut edges: Vec<EdgeStatus> = (0..200)
+            .map(|i| edge(&format!("m{i:03}"), "x", 0, 0))
+            .collect();
+        edges[17] = edge("m017", "x", 5, 40);
+        edges[90] = edge("m090", "x", 9, 40);
+        edges[150] = edge("m150", "x", 1, 7);
+        let s = summarize_edges(&edges, WORST_EDGES);
+        assert_eq!((s.count, s.lagging, s.max_lag_seconds), (200, 3, 40));
+        // 99 % of 200 is 198 edges: the 198th smallest lag is 7 s.
+        assert_eq!(s.p99_lag_seconds, 7);
+        assert_eq!(s.worst.len(), WORST_EDGES);
+        let names: Vec<&str> = s.worst.iter().map(|e| e.from.as_str()).collect();
+        // Equal lag: more pending first; then the quiet ones in name order.
+        assert_eq!(&names[..5], ["m090", "m017", "m150", "m000", "m001"]);
+        // The same input in another order gives the same summary.
+        edges.reverse();
+        assert_eq!(summarize_edges(&edges, WORST_EDGES), s);
+        assert_eq!(summarize_edges(&[], WORST_EDGES), EdgeSummary::default());
+        let one = summarize_edges(&[edge("a", "b", 2, 3)], WORST_EDGES);
+        assert_eq!((one.count, one.p99_lag_seconds, one.worst.len()), (1, 3, 1));
+    }
+
+    #[test]
+    fn the_sender_reports_pull_edges_by_puller_id_and_push_edges_by_peer_name() {
+        use crate::wire::{PeerStatus, PullerStatus};
+        let backlog = |n| Backlog {
+            pending: n,
+            oldest: Some(Hlc(7)),
+        };
+        let status = NodeStatus {
+            node_id: NodeId(1),
+            incarnation: "i".into(),
+            watermark: Hlc(9),
+            applied: BTreeMap::new(),
+            gc_horizon: None,
+            documents: 0,
+            tombstones: 0,
+            conflicts: 0,
+            superseded: 0,
+            checkpoint_pending: false,
+            wall_ms: 0,
+            max_clock_drift_ms: 0,
+            peers: vec![
+                PeerStatus {
+                    peer_id: "b".into(),
+                    push_backlog: Some(backlog(3)),
+                    ..Default::default()
+                },
+                PeerStatus {
+                    peer_id: "c".into(),
+                    ..Default::default()
+                },
+            ],
+            pullers: vec![PullerStatus {
+                node_id: NodeId(2),
+                since: Hlc(5),
+                collections: Vec::new(),
+                last_seen_ms: 0,
+                backlog: backlog(4),
+            }],
+            config_digest: None,
+        };
+        let pull = |id| served_backlog(&status, Mode::Pull, "b", id);
+        assert_eq!(pull(Some(NodeId(2))), Some(backlog(4)));
+        assert_eq!(pull(Some(NodeId(3))), None, "a puller not seen yet");
+        assert_eq!(pull(None), None, "a receiver whose id is unknown");
+        assert_eq!(
+            served_backlog(&status, Mode::Push, "b", None),
+            Some(backlog(3))
+        );
+        assert_eq!(served_backlog(&status, Mode::Push, "c", None), None);
+        assert_eq!(served_backlog(&status, Mode::Push, "zz", None), None);
     }
 }

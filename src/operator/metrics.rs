@@ -15,9 +15,12 @@ pub struct OperatorMetrics {
     pub reconcile_errors: Family<Labels, Counter>,
     pub reconcile_seconds: Histogram,
     pub config_pushes: Counter,
+    pub node_requests: crate::operator::node_client::CallCounter,
     pub sync_triggers: Counter,
-    pub edge_lag_seconds: Family<Labels, Gauge>,
-    pub edge_pending: Family<Labels, Gauge>,
+    pub member_lag_seconds: Family<Labels, Gauge>,
+    pub member_pending: Family<Labels, Gauge>,
+    pub policy_max_lag_seconds: Family<Labels, Gauge>,
+    pub policy_lagging_edges: Family<Labels, Gauge>,
     pub conflicts: Family<Labels, Gauge>,
     pub leader: Gauge,
 }
@@ -37,9 +40,12 @@ impl OperatorMetrics {
             reconcile_errors: Family::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             config_pushes: Counter::default(),
+            node_requests: Default::default(),
             sync_triggers: Counter::default(),
-            edge_lag_seconds: Family::default(),
-            edge_pending: Family::default(),
+            member_lag_seconds: Family::default(),
+            member_pending: Family::default(),
+            policy_max_lag_seconds: Family::default(),
+            policy_lagging_edges: Family::default(),
             conflicts: Family::default(),
             leader: Gauge::default(),
         };
@@ -64,19 +70,34 @@ impl OperatorMetrics {
             m.config_pushes.clone(),
         );
         registry.register(
+            "node_requests",
+            "Requests sent to nodes, by call",
+            m.node_requests.clone(),
+        );
+        registry.register(
             "sync_triggers",
             "POST /admin/sync sent to nodes",
             m.sync_triggers.clone(),
         );
         registry.register(
-            "edge_lag_seconds",
-            "Age of the oldest change pending on an edge",
-            m.edge_lag_seconds.clone(),
+            "member_lag_seconds",
+            "Age of the oldest change a member has not received yet",
+            m.member_lag_seconds.clone(),
         );
         registry.register(
-            "edge_pending_changes",
-            "Changes pending on an edge",
-            m.edge_pending.clone(),
+            "member_pending_changes",
+            "Changes other members hold that a member has not received yet",
+            m.member_pending.clone(),
+        );
+        registry.register(
+            "policy_max_lag_seconds",
+            "The largest lag over a policy's edges",
+            m.policy_max_lag_seconds.clone(),
+        );
+        registry.register(
+            "policy_lagging_edges",
+            "Edges of a policy with changes pending",
+            m.policy_lagging_edges.clone(),
         );
         registry.register(
             "conflicts",

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -93,11 +95,15 @@ impl NodeError {
     }
 }
 
+/// Requests sent to nodes, by call (`GET /admin/status`, ...).
+pub type CallCounter = Family<Vec<(String, String)>, Counter>;
+
 /// Talks to nodes with an optional bearer token.
 #[derive(Clone)]
 pub struct NodeClient {
     http: reqwest::Client,
     token: Option<String>,
+    calls: CallCounter,
 }
 
 impl NodeClient {
@@ -108,7 +114,16 @@ impl NodeClient {
             .gzip(true)
             .build()
             .expect("a reqwest client with static settings builds");
-        NodeClient { http, token }
+        NodeClient {
+            http,
+            token,
+            calls: CallCounter::default(),
+        }
+    }
+
+    /// Counts every request in `calls` (the operator's `node_requests` metric).
+    pub fn counting(self, calls: CallCounter) -> Self {
+        NodeClient { calls, ..self }
     }
 
     /// Same connection pool, another token.
@@ -116,6 +131,7 @@ impl NodeClient {
         NodeClient {
             http: self.http.clone(),
             token,
+            calls: self.calls.clone(),
         }
     }
 
@@ -126,6 +142,12 @@ impl NodeClient {
         body: Option<&B>,
         timeout: Option<Duration>,
     ) -> Result<T, NodeError> {
+        let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let path = path.find('/').map_or("/", |i| &path[i..]);
+        let path = path.split('?').next().unwrap_or(path);
+        self.calls
+            .get_or_create(&vec![("call".to_string(), format!("{method} {path}"))])
+            .inc();
         let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);

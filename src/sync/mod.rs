@@ -6,6 +6,7 @@ pub mod embedding;
 pub mod feed;
 pub mod manager;
 pub mod metrics;
+pub mod pullers;
 pub mod server;
 
 pub use client::HttpSyncPeer;

@@ -103,6 +103,10 @@ async fn changes(
             m.store().incarnation()
         )));
     }
+    if let Some(puller) = filter.exclude_origin {
+        let now = m.store().clock().wall_ms();
+        m.pullers().seen(puller, since, &filter, &quiet, now);
+    }
     let zstd = accepts(&headers, "zstd");
     if let Some(wait) = wait {
         let _waiting = m.feed().enter()?;
@@ -150,7 +154,7 @@ const PROBE_ROWS: usize = 256;
 /// was committed, or at the deadline, or when the node stops. Each look at the log reads
 /// only what was committed since the last one, and a commit whose writers are all quiet is
 /// not looked at (it is read with the next): a waiting request costs nothing between commits
-/// it does not want.
+/// it does not want. What it skipped moves the puller's position in [`SyncManager::pullers`].
 async fn hold(
     m: &SyncManager,
     since: Hlc,
@@ -177,6 +181,10 @@ async fn hold(
             return Ok(());
         }
         from = from.max(page.watermark);
+        // Nothing up to `from` is for this puller: it stands there (for its lag in status).
+        if let Some(puller) = filter.exclude_origin {
+            m.pullers().advanced(puller, from);
+        }
         if page.has_more {
             continue;
         }

@@ -4,42 +4,29 @@
 //! idle 16-node mesh costs in CPU; and delivery latency and memory under a sustained stream
 //! of writes to one node with four live peers.
 //!
-//! Arrival is seen without polling: on each watched node the bench keeps one waiting
-//! request `GET /sync/changes?since=<cursor>&wait=25s&collections=lat` open, moves `since`
-//! to each answer's watermark, and records when each document first appears in an answer.
+//! Arrival is seen without polling, by [`crate::feeds::Feeds`].
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use futures::{StreamExt, TryStreamExt};
-use rag_sync::hlc::Hlc;
-use rag_sync::model::ChangeBody;
-use rag_sync::wire::{ChangesPage, MAX_PAGE};
 use serde_json::json;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use crate::api::{call, configure_pulls, put_document, wait_rounds};
 use crate::corpus::Loader;
 use crate::debug::{debug_rss_series, debug_thread_cpu_total, thread_cpu_snapshot};
+use crate::feeds::{Feeds, COLLECTION};
 use crate::nodes::Node;
 use crate::procfs;
 use crate::report::quantile;
 use crate::Args;
 
-/// The collection the latency writes go to.
-const COLLECTION: &str = "lat";
 /// Every peer's anti-entropy period: longer than a run, so no timer moves data.
 const INTERVAL_SECONDS: u64 = 3600;
-/// What the bench's waiting requests ask for.
-const WAIT: &str = "25s";
 /// Pause between two writes of the one-at-a-time figures.
 const GAP: Duration = Duration::from_millis(20);
-/// How long the writes of a figure may take to reach every node before the run fails.
-const DELIVERY_LIMIT: Duration = Duration::from_secs(60);
 /// The idle figure: quiet time after the writes, then the measured window.
 const IDLE_SETTLE: Duration = Duration::from_secs(3);
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
@@ -105,168 +92,6 @@ pub struct LatencyFigures {
     pub sustained: Option<Sustained>,
 }
 
-/// What the feeds have shown so far.
-struct Seen {
-    /// Per watched node, when each document id first appeared in its feed.
-    docs: Vec<HashMap<String, Instant>>,
-    /// Per watched node, whether its feed has shown the collection.
-    collection: Vec<bool>,
-    /// The first feed that failed, and how.
-    error: Option<String>,
-}
-
-/// The bench's waiting requests, one per watched node, and what they have seen.
-struct Feeds {
-    seen: Arc<Mutex<Seen>>,
-    changed: Arc<Notify>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Feeds {
-    /// Follows the feed of each of `nodes` from the start of its log.
-    fn start(http: &reqwest::Client, nodes: &[&Node]) -> Feeds {
-        let seen = Arc::new(Mutex::new(Seen {
-            docs: vec![HashMap::new(); nodes.len()],
-            collection: vec![false; nodes.len()],
-            error: None,
-        }));
-        let changed = Arc::new(Notify::new());
-        let tasks = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let (http, url, name) = (http.clone(), n.url(), n.name.clone());
-                let (seen, changed) = (seen.clone(), changed.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = follow(&http, &url, i, &seen, &changed).await {
-                        let mut s = seen.lock().unwrap();
-                        s.error
-                            .get_or_insert_with(|| format!("{name}'s change feed: {e:#}"));
-                        drop(s);
-                        changed.notify_waiters();
-                    }
-                })
-            })
-            .collect();
-        Feeds {
-            seen,
-            changed,
-            tasks,
-        }
-    }
-
-    /// Waits (woken by the feeds, not polling) until `done` holds for what they have seen;
-    /// fails if a feed failed or `limit` passed first.
-    async fn wait_until(
-        &self,
-        what: &str,
-        limit: Duration,
-        done: impl Fn(&Seen) -> bool,
-    ) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a page that lands in between still wakes us.
-            notified.as_mut().enable();
-            {
-                let seen = self.seen.lock().unwrap();
-                if let Some(e) = &seen.error {
-                    bail!("{e}");
-                }
-                if done(&seen) {
-                    return Ok(());
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let seen = self.seen.lock().unwrap();
-                let counts: Vec<usize> = seen.docs.iter().map(HashMap::len).collect();
-                bail!(
-                    "{what} did not happen within {limit:?} (documents seen per watched node: {counts:?}); \
-                     do the nodes deliver live?"
-                );
-            }
-        }
-    }
-
-    /// Waits until every feed has shown the collection: each node has it, and each feed
-    /// has had its first answer (so it is waiting from then on).
-    async fn wait_collection(&self) -> Result<()> {
-        self.wait_until("the collection reaching every node", DELIVERY_LIMIT, |s| {
-            s.collection.iter().all(|c| *c)
-        })
-        .await
-    }
-
-    /// Waits until every feed has shown `count` distinct documents.
-    async fn wait_docs(&self, count: usize) -> Result<()> {
-        self.wait_until(
-            &format!("delivery of {count} writes to every node"),
-            DELIVERY_LIMIT,
-            |s| s.docs.iter().all(|d| d.len() >= count),
-        )
-        .await
-    }
-
-    /// Per watched node, when each document first appeared.
-    fn arrivals(&self) -> Vec<HashMap<String, Instant>> {
-        self.seen.lock().unwrap().docs.clone()
-    }
-}
-
-impl Drop for Feeds {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// Follows one node's feed of collection `lat` with waiting requests, recording what each
-/// answer shows as of the moment it was read.
-async fn follow(
-    http: &reqwest::Client,
-    url: &str,
-    node: usize,
-    seen: &Mutex<Seen>,
-    changed: &Notify,
-) -> Result<()> {
-    let mut since = Hlc::ZERO;
-    loop {
-        let resp = http
-            .get(format!(
-                "{url}/sync/changes?since={since}&limit={MAX_PAGE}&wait={WAIT}&collections={COLLECTION}"
-            ))
-            .send()
-            .await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        let at = Instant::now();
-        if !status.is_success() {
-            bail!(
-                "answered {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
-            );
-        }
-        let page: ChangesPage = serde_json::from_slice(&bytes)?;
-        {
-            let mut s = seen.lock().unwrap();
-            for c in page.changes {
-                match c.body {
-                    ChangeBody::DocumentInsert { document, .. }
-                    | ChangeBody::DocumentUpdate { document, .. } => {
-                        s.docs[node].entry(document.id).or_insert(at);
-                    }
-                    ChangeBody::CollectionCreate { .. } => s.collection[node] = true,
-                    _ => {}
-                }
-            }
-        }
-        changed.notify_waiters();
-        since = page.watermark;
-    }
-}
-
 /// Where a run's nodes come from and what they share.
 pub struct Ctx<'a> {
     pub args: &'a Args,
@@ -317,7 +142,8 @@ async fn topology(
         .filter(|i| watched(*i))
         .map(|i| &nodes[i])
         .collect();
-    let feeds = Feeds::start(ctx.http, &watch);
+    let urls: Vec<String> = watch.iter().map(|n| n.url()).collect();
+    let feeds = Feeds::start(ctx.http, &urls, None);
     feeds.wait_collection().await?;
     for n in &nodes {
         wait_rounds(ctx.http, n).await?;

@@ -32,6 +32,7 @@ mod api;
 mod corpus;
 mod debug;
 mod digest;
+mod feeds;
 mod latency;
 mod nodes;
 mod perf;

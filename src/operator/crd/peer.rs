@@ -174,12 +174,17 @@ impl PeerDirection {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncPeerStatus {
-    /// One entry per member (pod, or the external node).
+    /// The members in the worst state, at most 50 (all of them when there are no more):
+    /// not ready first, then with an error, then by lag. `memberCount` counts them all.
     #[serde(default)]
+    #[schemars(length(max = 50))]
     pub members: Vec<MemberStatus>,
     /// Number of members (for the printer column; `members` is the detail).
     #[serde(default)]
     pub member_count: i32,
+    /// Members left out of `members` (beyond the 50 shown).
+    #[serde(default)]
+    pub omitted_members: i32,
     /// Members that answered their last status and sync without error.
     #[serde(default)]
     pub ready_members: i32,

@@ -309,12 +309,24 @@ pub struct SyncPolicyStatus {
     /// Members that answered their last status and sync without error.
     #[serde(default)]
     pub ready_members: i32,
-    /// The computed edges with their lag.
+    /// The edges with the largest lag, at most 10 (all of them when there are no more), worst
+    /// first; `edgeCount` and `laggingEdges` count them all. Bounded, so status stays small at
+    /// any size.
     #[serde(default)]
+    #[schemars(length(max = 10))]
     pub edges: Vec<EdgeStatus>,
+    /// Directed edges of the topology.
+    #[serde(default)]
+    pub edge_count: i32,
+    /// Edges with changes pending.
+    #[serde(default)]
+    pub lagging_edges: i32,
     /// The largest lag over all edges, in seconds.
     #[serde(default)]
     pub max_lag_seconds: i64,
+    /// The 99th percentile of the edges' lag, in seconds.
+    #[serde(default)]
+    pub p99_lag_seconds: i64,
     /// Conflicts recorded by all members.
     #[serde(default)]
     pub conflicts: i64,

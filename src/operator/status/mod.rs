@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::config::SyncConfig;
+use crate::config::{PeerConfig, SyncConfig};
 use crate::hlc::Hlc;
 use crate::operator::conditions::{self, reason, Status};
 use crate::operator::crd::{EdgeStatus, MemberStatus, SyncPolicy};
@@ -48,6 +48,42 @@ pub fn external_node(w: WatermarkResponse) -> NodeStatus {
         pullers: Vec::new(),
         config_digest: None,
     }
+}
+
+/// Whether the node's config is `desired`: compared whole when the config was read, else by
+/// the digest its status reports. `false` when neither is known.
+pub fn config_in_place(o: &Observed, desired: &SyncConfig) -> bool {
+    match (&o.config, o.node.as_ref().ok()) {
+        (Some(c), _) => c == desired,
+        (None, Some(s)) => s.config_digest.as_deref() == Some(desired.digest().as_str()),
+        (None, None) => false,
+    }
+}
+
+/// Whether the node's peers are those of `desired` (so a config change that alters them
+/// calls for a sync now): from the config when it was read, else from the status's peers.
+pub fn peers_in_place(o: &Observed, desired: &SyncConfig) -> bool {
+    if let Some(c) = &o.config {
+        return c.peers == desired.peers;
+    }
+    let Ok(s) = &o.node else {
+        return false;
+    };
+    let mut have: Vec<PeerConfig> = s
+        .peers
+        .iter()
+        .map(|p| PeerConfig {
+            peer_id: p.peer_id.clone(),
+            endpoint: p.endpoint.clone(),
+            direction: p.direction,
+            collections: p.collections.clone(),
+            exclude_collections: p.exclude_collections.clone(),
+        })
+        .collect();
+    let mut want = desired.peers.clone();
+    have.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+    want.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+    have == want
 }
 
 /// One edge's lag, and the receiver's checkpoint in the sender's log it was measured from.
@@ -98,7 +134,7 @@ impl Stamp<'_> {
             type_,
             Status::from(status),
             reason,
-            message,
+            &shorten(message, MAX_MESSAGE_CHARS),
             self.generation,
             self.now,
         )
@@ -184,11 +220,63 @@ pub fn member(o: &Observed, lag: Lag) -> MemberReport {
             Some(node_error_reason(e))
         }
     };
+    status.last_error = status.last_error.map(|e| shorten(&e, MAX_ERROR_CHARS));
     MemberReport {
         peer: m.peer.clone(),
         status,
         error_reason,
     }
+}
+
+/// Longest member error kept in status (a node's error can quote a whole response).
+pub const MAX_ERROR_CHARS: usize = 300;
+/// Longest condition message (the API allows 32 KiB; status must stay small at any size).
+pub const MAX_MESSAGE_CHARS: usize = 2048;
+/// Items a condition message names before "and N more".
+pub const MESSAGE_ITEMS: usize = 5;
+/// SyncPeer status lists this many members at most (the worst).
+pub const MAX_MEMBERS_SHOWN: usize = 50;
+
+fn saturating_sum(values: impl Iterator<Item = i64>) -> i64 {
+    values.fold(0i64, |acc, v| acc.saturating_add(v.max(0)))
+}
+
+/// `s` cut to `max` characters, marked with an ellipsis when cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The first [`MESSAGE_ITEMS`] items joined by `sep`, then "and N more": a condition message
+/// stays short however many members or edges it is about.
+pub fn some_of<S: AsRef<str>>(items: &[S], sep: &str) -> String {
+    let shown: Vec<&str> = items
+        .iter()
+        .take(MESSAGE_ITEMS)
+        .map(AsRef::as_ref)
+        .collect();
+    let mut out = shown.join(sep);
+    if items.len() > MESSAGE_ITEMS {
+        out.push_str(&format!(" and {} more", items.len() - MESSAGE_ITEMS));
+    }
+    out
+}
+
+/// Members in the order status shows them: not ready first, then with an error, then by lag
+/// and pending changes (largest first), then by name.
+pub fn worst_first(members: &mut [MemberStatus]) {
+    members.sort_by(|a, b| {
+        a.ready
+            .cmp(&b.ready)
+            .then(b.last_error.is_some().cmp(&a.last_error.is_some()))
+            .then(b.lag_seconds.cmp(&a.lag_seconds))
+            .then(b.pending_changes.cmp(&a.pending_changes))
+            .then_with(|| a.pod.cmp(&b.pod))
+    });
 }
 
 /// The report of a selected pod that is not a member.
@@ -296,9 +384,10 @@ fn readiness(at: Stamp, totals: &Totals, none_message: &str) -> Condition {
 }
 
 fn stalled_message<'a>(stalled: impl IntoIterator<Item = &'a str>) -> String {
+    let all: Vec<&str> = stalled.into_iter().collect();
     format!(
         "no progress over three sync intervals on {}",
-        stalled.into_iter().collect::<Vec<_>>().join(", ")
+        some_of(&all, ", ")
     )
 }
 
@@ -322,7 +411,7 @@ fn member_errors(members: &[&MemberReport]) -> Option<(&'static str, String)> {
         .collect();
     Some((
         first.error_reason.unwrap_or(reason::SYNC_FAILED),
-        all.join("; "),
+        some_of(&all, "; "),
     ))
 }
 
@@ -348,12 +437,27 @@ pub mod peer {
             .filter(|r| r.peer == name)
             .map(|r| by_name[r.status.pod.as_str()])
             .collect();
-        let member_statuses = statuses(&members);
+        let mut member_statuses = statuses(&members);
         let totals = lag::aggregate(&member_statuses);
         let old = peer.status.clone().unwrap_or_default();
+        let stalled: Vec<&str> = obs
+            .stalled
+            .iter()
+            .filter(|s| {
+                member_statuses
+                    .iter()
+                    .any(|m| s.ends_with(&format!("→ {}", m.pod)))
+            })
+            .map(String::as_str)
+            .collect();
+        let pending = saturating_sum(member_statuses.iter().map(|m| m.pending_changes));
+        worst_first(&mut member_statuses);
+        let omitted = member_statuses.len().saturating_sub(MAX_MEMBERS_SHOWN);
+        member_statuses.truncate(MAX_MEMBERS_SHOWN);
         let mut st = SyncPeerStatus {
             members: member_statuses,
             member_count: totals.members,
+            omitted_members: i32::try_from(omitted).unwrap_or(i32::MAX),
             ready_members: totals.ready_members,
             watermark: totals.watermark.clone(),
             lag_seconds: totals.max_lag_seconds,
@@ -367,17 +471,6 @@ pub mod peer {
             now: obs.now,
         };
         let contested_by = obs.contested.get(&name).map(Vec::as_slice);
-        let stalled: Vec<&str> = obs
-            .stalled
-            .iter()
-            .filter(|s| {
-                st.members
-                    .iter()
-                    .any(|m| s.ends_with(&format!("→ {}", m.pod)))
-            })
-            .map(String::as_str)
-            .collect();
-        let pending: i64 = st.members.iter().map(|m| m.pending_changes).sum();
         let conditions = [
             ready(at, &totals, contested_by),
             synced(at, &stalled, pending, totals.max_lag_seconds),
@@ -469,12 +562,16 @@ pub mod policy {
         let members = policy_members(obs.members);
         let member_statuses = statuses(&members);
         let totals = lag::aggregate_policy(&member_statuses, obs.edges);
+        let edges = lag::summarize_edges(obs.edges, lag::WORST_EDGES);
         let old = policy.status.clone().unwrap_or_default();
         let mut st = SyncPolicyStatus {
             members: totals.members,
             ready_members: totals.ready_members,
-            edges: obs.edges.to_vec(),
+            edges: edges.worst,
+            edge_count: edges.count,
+            lagging_edges: edges.lagging,
             max_lag_seconds: totals.max_lag_seconds,
+            p99_lag_seconds: edges.p99_lag_seconds,
             conflicts: totals.conflicts,
             gc_horizon: obs.gc_horizon.map(Hlc::to_hex),
             last_sync_time: member_statuses
@@ -488,7 +585,7 @@ pub mod policy {
             generation: policy.metadata.generation,
             now: obs.now,
         };
-        let pending: i64 = obs.edges.iter().map(|e| e.pending_changes).sum();
+        let pending = saturating_sum(obs.edges.iter().map(|e| e.pending_changes));
         let converged = converged(
             at,
             policy.spec.paused,
@@ -551,7 +648,11 @@ pub mod policy {
             (false, reason::PAUSED, "sync is paused".to_string())
         } else if !plan.connectivity.strongly_connected() {
             let problems: Vec<String> = plan.problems.iter().map(|p| p.to_string()).collect();
-            (false, reason::NOT_STRONGLY_CONNECTED, problems.join("; "))
+            (
+                false,
+                reason::NOT_STRONGLY_CONNECTED,
+                some_of(&problems, "; "),
+            )
         } else if !stalled.is_empty() {
             (
                 false,
@@ -588,7 +689,7 @@ pub mod policy {
     ) -> Condition {
         let (why, message) = if let Some((first, _)) = problems.first() {
             let all: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
-            (first.as_str(), all.join("; "))
+            (first.as_str(), some_of(&all, "; "))
         } else if stalled {
             (reason::STALLED, converged_message.to_string())
         } else if let Some(errors) = member_errors(members) {

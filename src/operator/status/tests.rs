@@ -698,7 +698,12 @@ fn peer_status_holds_its_own_members_and_keeps_transition_times() {
     let first_now = at(100);
     let st: SyncPeerStatus = peer::status(&obs_at(&first_now), &peer);
     let pods: Vec<&str> = st.members.iter().map(|m| m.pod.as_str()).collect();
-    assert_eq!(pods, ["rag-1", "rag-0", "rag-2"], "observed order");
+    assert_eq!(
+        pods,
+        ["rag-2", "rag-0", "rag-1"],
+        "worst first (not ready), then by name"
+    );
+    assert_eq!(st.omitted_members, 0);
     assert_eq!((st.member_count, st.ready_members), (3, 2));
     assert_eq!(st.policy.as_deref(), Some("docs"));
     assert_eq!(st.observed_generation, Some(9));
@@ -803,4 +808,178 @@ fn policy_status_counts_every_member_once_and_moves_time_only_on_a_flip() {
         .conditions
         .iter()
         .all(|c| c.observed_generation == Some(3)));
+}
+
+/// 200 members in the worst state a status can describe: long names, every member failing
+/// with a long error and lagging, every edge of a full mesh lagging, stalled everywhere.
+#[test]
+fn statuses_stay_under_64_kib_at_200_members_whatever_their_state() {
+    const LIMIT: usize = 64 * 1024;
+    let long = |i: usize| format!("{}-{i:03}", "x".repeat(58));
+    let names: Vec<String> = (0..200).map(long).collect();
+    let error = "e".repeat(4000);
+    let members: Vec<MemberReport> = names
+        .iter()
+        .map(|n| MemberReport {
+            peer: "pods".into(),
+            status: MemberStatus {
+                pod: n.clone(),
+                node_id: Some("abcd".into()),
+                endpoint: Some(format!("http://{n}.rag.ns.svc.cluster.local:8090")),
+                watermark: Some(Hlc(u64::MAX).to_hex()),
+                lag_seconds: 86_400,
+                pending_changes: i64::MAX,
+                conflicts: i64::MAX,
+                last_sync_time: Some(at(1)),
+                last_error: Some(shorten(&error, MAX_ERROR_CHARS)),
+                ..Default::default()
+            },
+            error_reason: Some(reason::NODE_UNREACHABLE),
+        })
+        .collect();
+    let mesh: Vec<EdgeStatus> = names
+        .iter()
+        .flat_map(|a| names.iter().filter(move |b| *b != a).map(move |b| (a, b)))
+        .enumerate()
+        .map(|(i, (a, b))| EdgeStatus {
+            from: a.clone(),
+            to: b.clone(),
+            mode: "Pull".into(),
+            pending_changes: i as i64,
+            lag_seconds: (i % 1000) as i64,
+        })
+        .collect();
+    assert_eq!(mesh.len(), 200 * 199);
+    let stalled: Vec<String> = mesh
+        .iter()
+        .map(|e| format!("{} → {}", e.from, e.to))
+        .collect();
+    let problems: Vec<(String, String)> = (0..200)
+        .map(|i| {
+            (
+                "ConfigPushFailed".to_string(),
+                format!("PUT {}: {error}", long(i)),
+            )
+        })
+        .collect();
+    let cut_off: Vec<CutOff> = names
+        .iter()
+        .map(|n| CutOff {
+            member: n.clone(),
+            receives: false,
+            sends: false,
+        })
+        .collect();
+    let plan = Plan {
+        problems: vec![Problem::NotStronglyConnected(cut_off)],
+        ..plan(false, Vec::new())
+    };
+    let contested = BTreeMap::new();
+    let now = at(100);
+    let mut policy = sync_policy(1, false);
+    let mut peer = sync_peer("pods", 1);
+    for edges in [&mesh[..], &mesh[..600]] {
+        let obs = Observation {
+            policy: &policy,
+            contested: &contested,
+            members: &members,
+            edges,
+            plan: &plan,
+            problems: &problems,
+            stalled: &stalled,
+            gc_horizon: Some(Hlc(u64::MAX)),
+            now: &now,
+        };
+        let st = policy::status(&obs);
+        assert_eq!(st.edge_count as usize, edges.len());
+        assert_eq!(st.edges.len(), crate::operator::lag::WORST_EDGES);
+        let worst = edges.iter().map(|e| e.lag_seconds).max().unwrap();
+        assert_eq!(st.edges[0].lag_seconds, worst, "the worst edge first");
+        assert_eq!(
+            st.lagging_edges as usize,
+            edges.len() - 1,
+            "all but the first"
+        );
+        let peer_st = peer::status(&obs, &peer);
+        assert_eq!((peer_st.member_count, peer_st.omitted_members), (200, 150));
+        assert_eq!(peer_st.members.len(), MAX_MEMBERS_SHOWN);
+        policy.status = Some(st);
+        let size = serde_json::to_vec(&policy).unwrap().len();
+        assert!(
+            size < LIMIT,
+            "SyncPolicy of {} edges: {size} bytes",
+            edges.len()
+        );
+
+        peer.status = Some(peer_st);
+        let size = serde_json::to_vec(&peer).unwrap().len();
+        assert!(size < LIMIT, "SyncPeer of 200 members: {size} bytes");
+        for c in peer.status.iter().flat_map(|s| &s.conditions) {
+            assert!(c.message.chars().count() <= MAX_MESSAGE_CHARS, "{c:?}");
+        }
+    }
+    let degraded = conditions::find(
+        &policy.status.as_ref().unwrap().conditions,
+        conditions::DEGRADED,
+    )
+    .unwrap();
+    assert!(
+        degraded.message.chars().count() <= MAX_MESSAGE_CHARS,
+        "{}",
+        degraded.message
+    );
+}
+
+#[test]
+fn lists_in_messages_name_a_few_and_count_the_rest() {
+    let items: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    assert_eq!(some_of(&items, ", "), "m0, m1, m2, m3, m4 and 3 more");
+    assert_eq!(some_of(&items[..2], "; "), "m0; m1");
+    assert_eq!(shorten("abcdef", 4), "abc…");
+    assert_eq!(shorten("abc", 4), "abc");
+}
+
+#[test]
+fn the_config_is_in_place_by_value_or_by_the_digest_the_node_reports() {
+    let desired = SyncConfig {
+        peers: vec![PeerConfig {
+            peer_id: "b".into(),
+            endpoint: "http://b:8090".into(),
+            direction: crate::config::Direction::Pull,
+            collections: Vec::new(),
+            exclude_collections: Vec::new(),
+        }],
+        ..SyncConfig::default()
+    };
+    let mut n = node(0, Vec::new());
+    let o = observed(managed("a"), Ok(n.clone()));
+    assert!(!config_in_place(&o, &desired), "no config, no digest");
+    assert!(!peers_in_place(&o, &desired));
+    n.config_digest = Some(desired.digest());
+    n.peers = vec![PeerStatus {
+        peer_id: "b".into(),
+        endpoint: "http://b:8090".into(),
+        direction: crate::config::Direction::Pull,
+        ..Default::default()
+    }];
+    let o = observed(managed("a"), Ok(n.clone()));
+    assert!(config_in_place(&o, &desired));
+    assert!(peers_in_place(&o, &desired));
+    let other = SyncConfig {
+        interval_seconds: 7,
+        ..desired.clone()
+    };
+    assert!(!config_in_place(&o, &other), "another digest");
+    assert!(peers_in_place(&o, &other), "same peers, other settings");
+    let fewer = SyncConfig {
+        peers: Vec::new(),
+        ..desired.clone()
+    };
+    assert!(!peers_in_place(&o, &fewer));
+    // A config read whole is compared whole, whatever the digest says.
+    let o = Observed {
+        config: Some(other.clone()),
+        ..observed(managed("a"), Ok(n))
+    };
+    assert!(config_in_place(&o, &other) && !config_in_place(&o, &desired));
 }

@@ -25,6 +25,7 @@ use crate::sync::client::{build_client, ClientOptions, HttpSyncPeer};
 use crate::sync::embedding::{embedding_mismatches, local_collections};
 use crate::sync::feed::Feed;
 use crate::sync::metrics::Metrics;
+use crate::sync::pullers::Pullers;
 use crate::wire::{ChangeFilter, PeerRoundStats, PeerStatus, WatermarkResponse};
 
 struct PeerRuntime {
@@ -57,6 +58,8 @@ pub struct SyncManager {
     page_budget: Arc<tokio::sync::Semaphore>,
     /// The bounds of this node's waiting change feed.
     feed: Feed,
+    /// Who pulls from this node, and from where (for lag in `/admin/status`).
+    pullers: Pullers,
     /// Live delivery: one task per peer (see `live`), once started.
     live: Mutex<BTreeMap<String, live::LiveTask>>,
     live_on: std::sync::atomic::AtomicBool,
@@ -146,6 +149,7 @@ impl SyncManager {
             decoder,
             page_budget: Arc::new(tokio::sync::Semaphore::new(PAGE_BUDGET)),
             feed: Feed::default(),
+            pullers: Pullers::default(),
             live: Mutex::new(BTreeMap::new()),
             live_on: std::sync::atomic::AtomicBool::new(false),
             live_sources: live::Sources::default(),
@@ -173,6 +177,10 @@ impl SyncManager {
     }
 
     /// The bounds of this node's waiting change feed (`GET /sync/changes?wait=`).
+    pub fn pullers(&self) -> &Pullers {
+        &self.pullers
+    }
+
     pub fn feed(&self) -> &Feed {
         &self.feed
     }
@@ -486,6 +494,19 @@ impl SyncManager {
                         CheckpointDirection::Push => s.push_checkpoint = cp,
                     }
                 }
+            }
+            if s.direction.pushes() {
+                let since = s.push_checkpoint.unwrap_or(Hlc::ZERO);
+                let mut filter = scope_filter(
+                    &s.collections,
+                    &s.exclude_collections,
+                    &s.blocked_collections,
+                );
+                if let Some(node) = s.node_id {
+                    filter = without_echo(filter, since, node);
+                }
+                s.push_backlog =
+                    Some(crate::sync::pullers::backlog(&*self.store, since, &filter, &[]).await?);
             }
         }
         Ok(out)
