@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency demo demo-down image
+.PHONY: test fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency bench-scale demo demo-down image
 
 test: fmt-check clippy lib-without-operator build k8s-bins
 	$(CARGO) test --all-targets -- --test-threads=2
@@ -38,6 +38,15 @@ crds:
 	cp crds/ragsync.io.yaml charts/rag-sync-operator/crds/ragsync.io.yaml
 
 # The one-command demo (see README); `make demo-down` stops it.
+# Scale: one Sparse policy over 200 real rag-node processes as 200 pods, 1,000 SyncPeers over
+# 50 policies, against the real control plane and operator; prints the figures (README).
+# Smaller: make bench-scale MEMBERS=100 EXTRA_POLICIES=0
+MEMBERS ?= 200
+EXTRA_POLICIES ?= 49
+bench-scale: k8s-bins
+	RAGSYNC_SCALE_MEMBERS=$(MEMBERS) RAGSYNC_SCALE_EXTRA_POLICIES=$(EXTRA_POLICIES) \
+	  $(CARGO) test --release --test scale -- --nocapture
+
 demo: k8s-bins
 	bash hack/demo.sh
 

@@ -580,12 +580,14 @@ impl Pass<'_> {
                 .map(|r| r.status.pod.clone())
                 .collect();
             let before = ctx.memory(&self.key, |m| m.peer_members.insert(name, now.clone()));
-            // After a start, the old status names every member unless it was capped.
-            let before = before.or_else(|| {
-                peer.status
-                    .as_ref()
-                    .filter(|s| s.omitted_members == 0)
-                    .map(|s| s.members.iter().map(|m| m.pod.clone()).collect())
+            // After a start, the old status names every member unless it was capped (a new
+            // peer has none yet).
+            let before = before.or_else(|| match &peer.status {
+                None => Some(BTreeSet::new()),
+                Some(s) if s.omitted_members == 0 => {
+                    Some(s.members.iter().map(|m| m.pod.clone()).collect())
+                }
+                Some(_) => None,
             });
             for note in events::peer(before.as_ref(), &now) {
                 ctx.event(peer.as_ref(), note).await;

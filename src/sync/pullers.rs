@@ -1,6 +1,8 @@
-//! Who pulls from this node and how far each has got: the `since` of its latest pull, moved
-//! on while its wait skips entries it does not want. In memory only; a puller shows up again
-//! with its next request after a restart.
+//! Who pulls from this node and how far each has got: the furthest `since` of its pulls,
+//! moved on while its wait skips entries it does not want. A pull from further back (an
+//! anti-entropy round resumes from the durable checkpoint, which trails the live position)
+//! does not move it back; a pull with another filter starts it afresh. In memory only; a
+//! puller shows up again with its next request after a restart.
 //!
 //! A pull names its puller by `exclude_origin` (the puller's own node id, for echo
 //! suppression), so old pullers are recognised without a new parameter.
@@ -60,13 +62,14 @@ pub async fn backlog(
 pub struct Pullers(Mutex<HashMap<NodeId, Puller>>);
 
 impl Pullers {
-    /// A pull from `node` starting at `since` arrived at `now_ms`.
+    /// A pull from `node` starting at `since` arrived at `now_ms`; `quiet` is its wait's list
+    /// (`None` for a pull that does not wait, which keeps the last wait's).
     pub fn seen(
         &self,
         node: NodeId,
         since: Hlc,
         filter: &ChangeFilter,
-        quiet: &[NodeId],
+        quiet: Option<&[NodeId]>,
         now_ms: u64,
     ) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,15 +83,18 @@ impl Pullers {
                 map.remove(&oldest);
             }
         }
-        map.insert(
-            node,
-            Puller {
-                since,
-                filter: filter.clone(),
-                quiet: quiet.to_vec(),
-                last_seen_ms: now_ms,
+        let same = map.get(&node).filter(|p| p.filter == *filter);
+        let puller = Puller {
+            since: same.map_or(since, |p| p.since.max(since)),
+            filter: filter.clone(),
+            quiet: match (quiet, same) {
+                (Some(q), _) => q.to_vec(),
+                (None, Some(p)) => p.quiet.clone(),
+                (None, None) => Vec::new(),
             },
-        );
+            last_seen_ms: now_ms,
+        };
+        map.insert(node, puller);
     }
 
     /// A waiting pull from `node` has looked at everything up to `to` and wants none of it:
@@ -114,14 +120,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_latest_pull_wins_and_skipped_entries_move_it_forward_only() {
+    fn the_furthest_pull_wins_and_skipped_entries_move_it_forward_only() {
         let p = Pullers::default();
         let docs = ChangeFilter {
             collections: vec!["docs".into()],
             ..Default::default()
         };
-        p.seen(NodeId(1), Hlc(10), &ChangeFilter::default(), &[], 100);
-        p.seen(NodeId(1), Hlc(20), &docs, &[NodeId(3)], 200);
+        p.seen(NodeId(1), Hlc(10), &ChangeFilter::default(), Some(&[]), 100);
+        p.seen(NodeId(1), Hlc(20), &docs, Some(&[NodeId(3)]), 200);
         p.advanced(NodeId(1), Hlc(15));
         p.advanced(NodeId(2), Hlc(99));
         assert_eq!(
@@ -138,6 +144,18 @@ mod tests {
         );
         p.advanced(NodeId(1), Hlc(30));
         assert_eq!(p.list()[0].1.since, Hlc(30));
+        // A round from the durable checkpoint (further back, no wait): the position and the
+        // wait's quiet list stay.
+        p.seen(NodeId(1), Hlc(12), &docs, None, 300);
+        let (_, now) = &p.list()[0];
+        assert_eq!(
+            (now.since, &now.quiet[..], now.last_seen_ms),
+            (Hlc(30), &[NodeId(3)][..], 300)
+        );
+        // Another filter (a new config): it starts afresh.
+        p.seen(NodeId(1), Hlc(12), &ChangeFilter::default(), None, 400);
+        let (_, now) = &p.list()[0];
+        assert_eq!((now.since, now.quiet.len()), (Hlc(12), 0));
     }
 
     #[test]
@@ -148,7 +166,7 @@ mod tests {
                 NodeId(i),
                 Hlc(1),
                 &ChangeFilter::default(),
-                &[],
+                None,
                 1_000 + u64::from(i),
             );
         }
@@ -162,7 +180,7 @@ mod tests {
             NodeId(9999),
             Hlc(1),
             &ChangeFilter::default(),
-            &[],
+            None,
             3_000 + FORGET_AFTER_MS,
         );
         assert_eq!(p.list().len(), 1, "long-unseen pullers are forgotten");

@@ -105,7 +105,8 @@ async fn changes(
     }
     if let Some(puller) = filter.exclude_origin {
         let now = m.store().clock().wall_ms();
-        m.pullers().seen(puller, since, &filter, &quiet, now);
+        let waits = wait.is_some().then_some(quiet.as_slice());
+        m.pullers().seen(puller, since, &filter, waits, now);
     }
     let zstd = accepts(&headers, "zstd");
     if let Some(wait) = wait {

@@ -260,13 +260,25 @@ impl Env {
         }
     }
 
-    pub async fn operator_metric(&self, identity: &str, name: &str) -> f64 {
-        let port = self
-            .operators
+    /// The metrics port of a running operator.
+    pub fn operator_port(&self, identity: &str) -> u16 {
+        self.operators
             .iter()
             .find(|(i, _, _)| i == identity)
             .map(|(_, _, p)| *p)
-            .expect("operator running");
+            .expect("operator running")
+    }
+
+    /// The PID of a running operator.
+    pub fn operator_pid(&self, identity: &str) -> Option<u32> {
+        self.operators
+            .iter()
+            .find(|(i, _, _)| i == identity)
+            .map(|(_, c, _)| c.id())
+    }
+
+    pub async fn operator_metric(&self, identity: &str, name: &str) -> f64 {
+        let port = self.operator_port(identity);
         let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
             .await
             .unwrap()

@@ -1,0 +1,328 @@
+//! The operator at scale against the real control plane: one `Sparse` policy over N real
+//! `rag-node` processes as N pods, a real operator process under the chart's RBAC. N is
+//! `RAGSYNC_SCALE_MEMBERS` (40 in `make test`); `make bench-scale` runs 200 members with
+//! 1,000 SyncPeers over 50 policies (`RAGSYNC_SCALE_EXTRA_POLICIES=49`) and the figures this
+//! prints are the scale benchmark's.
+//!
+//! What it asserts holds at any size: the policy converges, a write reaches every member by
+//! live delivery alone, both statuses stay under 64 KiB, and a quiet policy costs no API
+//! writes, no config PUTs and at most one node call per member per status round. The times
+//! and memory are printed, not asserted (they are figures, not pass/fail).
+
+mod support;
+
+#[path = "../src/bin/rag-bench/feeds.rs"]
+mod feeds;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use support::node::wait_for;
+use support::operator::{condition, Env, TOKEN};
+
+/// SyncPeers of the policy under test (the members are spread over them).
+const GROUPS: usize = 20;
+/// SyncPeers of each extra policy (they select no pods: they are there to be watched).
+const EXTRA_PEERS: usize = 20;
+/// Writes whose delivery to every member is timed.
+const WRITES: usize = 20;
+const GAP: Duration = Duration::from_millis(50);
+/// Largest status object accepted.
+const STATUS_LIMIT: usize = 64 * 1024;
+/// How long the whole policy may take to converge.
+const CONVERGE: Duration = Duration::from_secs(120);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The smallest bucket bound with 99 % of the observations of `histogram` at or below it.
+fn histogram_p99(metrics: &str, histogram: &str) -> f64 {
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&format!("{histogram}_bucket{{le=\""))?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.split(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= 0.99 * total)
+        .map_or(0.0, |b| b.0)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn manifests(groups: usize, extra: usize) -> String {
+    let mut yaml = String::new();
+    for g in 0..groups {
+        yaml.push_str(&format!(
+            "apiVersion: ragsync.io/v1alpha1\nkind: SyncPeer\nmetadata: {{name: g{g}, labels: {{ragsync.io/policy: big}}}}\nspec:\n  selector: {{matchLabels: {{group: g{g}}}}}\n  port: PORT\n---\n"
+        ));
+    }
+    for p in 0..extra {
+        for k in 0..EXTRA_PEERS {
+            yaml.push_str(&format!(
+                "apiVersion: ragsync.io/v1alpha1\nkind: SyncPeer\nmetadata: {{name: x{p}-{k}, labels: {{ragsync.io/policy: x{p}}}}}\nspec:\n  selector: {{matchLabels: {{group: none-{p}-{k}}}}}\n  port: PORT\n---\n"
+            ));
+        }
+        yaml.push_str(&format!(
+            "apiVersion: ragsync.io/v1alpha1\nkind: SyncPolicy\nmetadata: {{name: x{p}}}\nspec:\n  peerSelector: {{matchLabels: {{ragsync.io/policy: x{p}}}}}\n  statusInterval: 2s\n---\n"
+        ));
+    }
+    yaml
+}
+
+const POLICY: &str = r#"
+apiVersion: ragsync.io/v1alpha1
+kind: SyncPolicy
+metadata: {name: big}
+spec:
+  peerSelector: {matchLabels: {ragsync.io/policy: big}}
+  topology: {type: Sparse, fanout: 3}
+  interval: 30s
+  statusInterval: 2s
+  authSecretRef: {name: rag-sync-token, key: token}
+"#;
+
+/// Waits until every node's config lists at least one peer; polls only the nodes still
+/// without, every 100 ms, a few at a time.
+async fn wait_configured(env: &Env, within: Duration) {
+    let start = Instant::now();
+    let mut left: Vec<usize> = (0..env.nodes.len()).collect();
+    while !left.is_empty() {
+        assert!(
+            start.elapsed() < within,
+            "{} nodes still have no peers after {within:?}",
+            left.len()
+        );
+        let checks: Vec<_> = left
+            .iter()
+            .map(|&i| async move { (i, env.node_peers(i).await.is_empty()) })
+            .collect();
+        let still: Vec<(usize, bool)> = futures::stream::iter(checks)
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        left = still
+            .into_iter()
+            .filter(|(_, e)| *e)
+            .map(|(i, _)| i)
+            .collect();
+        if !left.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn resource_versions(env: &Env) -> String {
+    env.c.kubectl_ok(&[
+        "get",
+        "syncpeers,syncpolicies",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
+    ])
+}
+
+#[tokio::test]
+async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady_state() {
+    let n = env_usize("RAGSYNC_SCALE_MEMBERS", 40).clamp(4, 250);
+    let extra = env_usize("RAGSYNC_SCALE_EXTRA_POLICIES", 0);
+    let groups = GROUPS.min(n);
+    let octets: Vec<u8> = (0..n).map(|i| 2 + i as u8).collect();
+    let mut env = Env::new("scale", &octets).await;
+    let pods: Vec<_> = (0..n)
+        .map(|i| {
+            env.create_pod(
+                i,
+                json!({"app": "rag", "group": format!("g{}", i % groups)}),
+            )
+        })
+        .collect();
+    futures::stream::iter(pods)
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    env.apply(&manifests(groups, extra));
+    env.start_operator("op-scale").await;
+
+    // 1. Config: from `kubectl apply` of the policy to every pod holding its peers.
+    let applied = Instant::now();
+    env.apply(POLICY);
+    wait_configured(&env, CONVERGE).await;
+    let config_s = applied.elapsed().as_secs_f64();
+
+    // 2. Live delivery across the sparse graph: each write, until the last member shows it.
+    env.nodes[0]
+        .create_collection(feeds::COLLECTION, json!({}))
+        .await;
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = env.nodes.iter().map(|n| n.url()).collect();
+    let watch = feeds::Feeds::start(&http, &urls, Some(TOKEN));
+    watch.wait_collection().await.unwrap();
+    let mut sent = Vec::new();
+    for k in 0..WRITES {
+        let origin = (k * 37) % n;
+        let id = format!("w-{k:03}");
+        let before = Instant::now();
+        env.nodes[origin]
+            .put_doc(feeds::COLLECTION, &id, &format!("write {k}"))
+            .await;
+        sent.push((id, origin, before));
+        tokio::time::sleep(GAP).await;
+    }
+    watch.wait_docs(WRITES).await.unwrap();
+    let arrivals = watch.arrivals();
+    let mut latencies: Vec<f64> = sent
+        .iter()
+        .map(|(id, origin, before)| {
+            (0..n)
+                .filter(|i| i != origin)
+                .map(|i| arrivals[i][id].saturating_duration_since(*before))
+                .max()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    drop(watch);
+
+    // 3. Converged, every member ready, nothing pending.
+    let s = wait_for("the policy to converge", CONVERGE, || async {
+        let s = env.policy_status("big").await;
+        let converged = condition(&s, "Converged").is_some_and(|(st, _)| st == "True");
+        (converged && s["readyMembers"] == n && s["laggingEdges"] == 0).then_some(s)
+    })
+    .await;
+    assert_eq!(s["members"], n, "{s:#}");
+    assert_eq!(
+        s["edgeCount"],
+        3 * n,
+        "fanout 3: each member receives from 3: {s:#}"
+    );
+    assert!(s["edges"].as_array().unwrap().len() <= 10, "{s:#}");
+
+    // 4. Every status object under 64 KiB.
+    let object_bytes = |kind: &str| -> BTreeMap<String, usize> {
+        let list: Value = serde_json::from_str(
+            &env.c
+                .kubectl_ok(&["get", kind, "-n", &env.ns, "-o", "json"]),
+        )
+        .unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let name = o["metadata"]["name"].as_str().unwrap().to_string();
+                (name, serde_json::to_vec(o).unwrap().len())
+            })
+            .collect()
+    };
+    let policy_bytes = object_bytes("syncpolicies")["big"];
+    let peer_bytes = object_bytes("syncpeers");
+    let largest_peer = peer_bytes.values().copied().max().unwrap();
+    assert!(
+        policy_bytes < STATUS_LIMIT,
+        "SyncPolicy is {policy_bytes} bytes"
+    );
+    assert!(
+        largest_peer < STATUS_LIMIT,
+        "a SyncPeer is {largest_peer} bytes"
+    );
+
+    // 5. Steady state: over three or more status rounds, no status write, no config PUT,
+    //    and at most one node call per member per round.
+    let metric = |name: &'static str| env.operator_metric("op-scale", name);
+    let rounds = "ragsync_operator_reconciles_total{controller=\"syncpolicy\"}";
+    let versions = resource_versions(&env);
+    let pushes = metric("ragsync_operator_config_pushes_total").await;
+    let calls = metric("ragsync_operator_node_requests_total").await;
+    let rounds_before = metric(rounds).await;
+    let policies = (1 + extra) as f64;
+    wait_for("three more status rounds", CONVERGE, || async {
+        (metric(rounds).await >= rounds_before + 3.0 * policies).then_some(())
+    })
+    .await;
+    let rounds_after = metric(rounds).await;
+    let calls_after = metric("ragsync_operator_node_requests_total").await;
+    assert_eq!(
+        resource_versions(&env),
+        versions,
+        "no status writes while quiet"
+    );
+    assert_eq!(
+        metric("ragsync_operator_config_pushes_total").await,
+        pushes,
+        "no config PUTs while quiet"
+    );
+    // Rounds of this policy among those counted; a round in flight at either end counts once.
+    let big_rounds = (rounds_after - rounds_before) / policies + 1.0;
+    let per_round = (calls_after - calls) / big_rounds;
+    assert!(
+        per_round <= n as f64,
+        "{per_round:.1} node calls per status round for {n} members"
+    );
+
+    let text = reqwest::get(format!(
+        "http://127.0.0.1:{}/metrics",
+        env.operator_port("op-scale")
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let reconcile_p99 = histogram_p99(&text, "ragsync_operator_reconcile_duration_seconds");
+    let rss = env.operator_pid("op-scale").map_or(0.0, peak_rss_mib);
+    println!(
+        "scale figures: {n} members (Sparse, fanout 3), {} SyncPeers over {} policies\n\
+         | figure | value |\n| --- | --- |\n\
+         | config on every pod after kubectl apply | {config_s:.2} s |\n\
+         | write reaches every member: p50 / p99 / max over {WRITES} writes | {:.0} / {:.0} / {:.0} ms |\n\
+         | SyncPolicy / largest SyncPeer object | {policy_bytes} / {largest_peer} bytes |\n\
+         | steady state: status writes, config PUTs | 0, 0 |\n\
+         | steady state: node calls per status round | {per_round:.1} (members: {n}) |\n\
+         | reconcile p99 (histogram bucket bound) | ≤ {reconcile_p99} s |\n\
+         | operator peak RSS (VmHWM) | {rss:.1} MiB |",
+        groups + extra * EXTRA_PEERS,
+        1 + extra,
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0.0),
+    );
+    env.kill_operator("op-scale");
+}
