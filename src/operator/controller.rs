@@ -5,7 +5,7 @@
 //! functions of [`members`], [`topology`], [`lag`], [`status`] and [`events`], and writes what
 //! they decide (node configs, statuses by server-side apply, events).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,6 +57,8 @@ struct Memory {
     sync_now_seen: Option<String>,
     stall: BTreeMap<String, StallWatch>,
     errors: BTreeMap<String, String>,
+    /// The plan warnings told last pass (see [`events::warnings`]).
+    warnings: BTreeSet<String>,
     failures: u32,
 }
 
@@ -263,6 +265,12 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
     });
     let plan_members: Vec<Member> = observed.iter().map(|o| o.member.clone()).collect();
     let plan = topology::plan(&plan_members, &spec.topology, &spec.collections, &base);
+    let warned = ctx.memory(&pass.key, |m| {
+        events::warnings(&plan.warnings, &mut m.warnings)
+    });
+    for note in warned {
+        ctx.event(policy, note).await;
+    }
 
     let (configs_applied, mut to_sync) = pass
         .push_configs(&plan, &base, &observed, &mut problems)

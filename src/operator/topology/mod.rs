@@ -199,6 +199,40 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Above this many members a Mesh is reported as [`Warning::LargeMesh`].
+pub const LARGE_MESH: usize = 32;
+
+/// A plan that works but is costly; the controller tells these as Warning events, they do not
+/// make the policy `Degraded`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Warning {
+    /// A Mesh of more than [`LARGE_MESH`] members: `edges` grows with the square of `members`.
+    LargeMesh { members: usize, edges: usize },
+}
+
+impl Warning {
+    /// An event reason (CamelCase).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Warning::LargeMesh { .. } => "LargeMesh",
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::LargeMesh { members, edges } => write!(
+                f,
+                "Mesh of {members} members syncs over {edges} edges (every member with every other); \
+                 consider `topology: {{type: Sparse, fanout: 3}}`: {} edges, each member receiving \
+                 from 3 others, strongly connected",
+                members * 3
+            ),
+        }
+    }
+}
+
 /// The desired state for one policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -209,6 +243,8 @@ pub struct Plan {
     pub connectivity: Connectivity,
     /// Sorted; empty when the plan is clean.
     pub problems: Vec<Problem>,
+    /// Sorted; what works but costs more than it should.
+    pub warnings: Vec<Warning>,
 }
 
 /// Computes edges and per-member configs. `base` supplies interval, batch size, strategy
@@ -465,11 +501,20 @@ pub fn plan(
         problems.insert(Problem::NotStronglyConnected(connectivity.cut_off.clone()));
     }
 
+    let mut warnings = Vec::new();
+    if topology.type_ == TopologyType::Mesh && n > LARGE_MESH {
+        warnings.push(Warning::LargeMesh {
+            members: n,
+            edges: edges.len(),
+        });
+    }
+
     Plan {
         edges: edges.into_iter().collect(),
         configs,
         connectivity,
         problems: problems.into_iter().collect(),
+        warnings,
     }
 }
 

@@ -805,6 +805,7 @@ fn sparse_with_few_members() {
     let five = all_managed(5);
     let p = run(&five, &sparse(Some(16)));
     assert_eq!(p.edges, run(&five, &topo(TopologyType::Mesh)).edges);
+    assert!(p.warnings.is_empty());
 
     // Four with fanout 2: two sources each, one of them the ring predecessor.
     let four = all_managed(4);
@@ -872,6 +873,31 @@ fn hub_and_spoke_with_many_hubs_links_each_spoke_with_two() {
     // Not all spokes on the same two hubs.
     let picks: BTreeSet<Vec<String>> = (0..10).map(|i| peer_ids(&p, &format!("us-{i}"))).collect();
     assert!(picks.len() > 1, "{picks:?}");
+}
+
+#[test]
+fn a_large_mesh_is_warned_about() {
+    let p = run(&all_managed(32), &topo(TopologyType::Mesh));
+    assert!(p.warnings.is_empty());
+    let p = run(&all_managed(33), &topo(TopologyType::Mesh));
+    assert_eq!(
+        p.warnings,
+        [Warning::LargeMesh {
+            members: 33,
+            edges: 33 * 32
+        }]
+    );
+    assert!(p.problems.is_empty(), "a warning, not a problem");
+    let msg = p.warnings[0].to_string();
+    assert!(msg.contains("1056 edges"), "{msg}");
+    assert!(
+        msg.contains("`topology: {type: Sparse, fanout: 3}`: 99 edges"),
+        "{msg}"
+    );
+    assert_eq!(p.warnings[0].reason(), "LargeMesh");
+    for t in [sparse(None), topo(TopologyType::Ring), hub(&["p0"])] {
+        assert!(run(&all_managed(40), &t).warnings.is_empty());
+    }
 }
 
 /// Exploratory: prints the worst diameter and churn over many name sets per (n, fanout), the
