@@ -63,7 +63,9 @@ fn examples_fit_the_rag_node_chart_installed_as_rag() {
     let secret = one(&chart, "Secret");
     let port = port_named(&sts["spec"]["template"]["spec"]["containers"][0], "http");
 
-    for (dir, policy_count, peer_count) in [("mesh", 1, 1), ("hub-and-spoke", 1, 2)] {
+    for (dir, policy_count, peer_count) in
+        [("mesh", 1, 1), ("sparse", 1, 1), ("hub-and-spoke", 1, 2)]
+    {
         let docs = example_docs(dir);
         let policies = of_kind(&docs, "SyncPolicy");
         let peers = of_kind(&docs, "SyncPeer");
@@ -116,6 +118,11 @@ fn examples_fit_the_rag_node_chart_installed_as_rag() {
         one(&docs, "SyncPolicy")["spec"]["topology"],
         json!({"type": "Mesh"})
     );
+    let docs = example_docs("sparse");
+    assert_eq!(
+        one(&docs, "SyncPolicy")["spec"]["topology"],
+        json!({"type": "Sparse", "fanout": 3})
+    );
     let docs = example_docs("hub-and-spoke");
     let policy = one(&docs, "SyncPolicy");
     assert_eq!(policy["spec"]["topology"]["type"], "HubAndSpoke");
@@ -143,7 +150,7 @@ fn examples_fit_the_rag_node_chart_installed_as_rag() {
 async fn examples_are_accepted_by_the_api_server() {
     let c = cluster().await;
     ensure_crds(&c);
-    for dir in ["mesh", "hub-and-spoke"] {
+    for dir in ["mesh", "sparse", "hub-and-spoke"] {
         let ns = c.fresh_namespace(&format!("helm-example-{dir}")).await;
         let path = repo_root().join("examples").join(dir);
         let path = path.to_string_lossy();

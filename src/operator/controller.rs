@@ -57,6 +57,8 @@ struct Memory {
     sync_now_seen: Option<String>,
     stall: BTreeMap<String, StallWatch>,
     errors: BTreeMap<String, String>,
+    /// The plan warnings told last pass (see [`events::warnings`]).
+    warnings: BTreeSet<String>,
     failures: u32,
     /// Each selected SyncPeer's member names at the last pass (status lists only the worst).
     peer_members: BTreeMap<String, BTreeSet<String>>,
@@ -272,6 +274,12 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
     });
     let plan_members: Vec<Member> = observed.iter().map(|o| o.member.clone()).collect();
     let plan = topology::plan(&plan_members, &spec.topology, &spec.collections, &base);
+    let warned = ctx.memory(&pass.key, |m| {
+        events::warnings(&plan.warnings, &mut m.warnings)
+    });
+    for note in warned {
+        ctx.event(policy, note).await;
+    }
 
     let (configs_applied, mut to_sync) = pass
         .push_configs(&plan, &base, &observed, &mut problems)

@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use crate::operator::conditions::{self, reason};
 use crate::operator::crd::SyncPolicyStatus;
 use crate::operator::status::MemberReport;
-use crate::operator::topology::Edge;
+use crate::operator::topology::{Edge, Warning};
 
 /// An event to publish on the object whose statuses were compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +131,20 @@ pub fn policy(
             ),
         ));
     }
+    notes
+}
+
+/// A plan's warnings as Warning events, each told once per change: `told` remembers the last
+/// pass's messages, so a warning is told again only when its message changes (e.g. the member
+/// count) or after it went away.
+pub fn warnings(warnings: &[Warning], told: &mut BTreeSet<String>) -> Vec<Note> {
+    let now: BTreeSet<String> = warnings.iter().map(Warning::to_string).collect();
+    let notes = warnings
+        .iter()
+        .filter(|w| !told.contains(&w.to_string()))
+        .map(|w| note(true, w.reason(), w.to_string()))
+        .collect();
+    *told = now;
     notes
 }
 
@@ -266,6 +280,35 @@ mod tests {
             reasons(&policy(&none, &none, &[&a], &mut seen, &[])),
             ["ClockDrift"]
         );
+    }
+
+    #[test]
+    fn a_large_mesh_is_told_once_per_change() {
+        let mut told = BTreeSet::new();
+        let large = |members| Warning::LargeMesh {
+            members,
+            edges: members * (members - 1),
+        };
+        let notes = warnings(&[large(40)], &mut told);
+        assert_eq!(reasons(&notes), ["LargeMesh"]);
+        assert!(notes[0].warning);
+        assert!(
+            notes[0].message.contains("1560 edges"),
+            "{}",
+            notes[0].message
+        );
+        assert!(
+            notes[0]
+                .message
+                .contains("topology: {type: Sparse, fanout: 3}"),
+            "{}",
+            notes[0].message
+        );
+        assert!(warnings(&[large(40)], &mut told).is_empty());
+        assert_eq!(reasons(&warnings(&[large(41)], &mut told)), ["LargeMesh"]);
+        // Gone (scaled down or switched to Sparse), then back: told again.
+        assert!(warnings(&[], &mut told).is_empty());
+        assert_eq!(reasons(&warnings(&[large(41)], &mut told)), ["LargeMesh"]);
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub use peer::{
 };
 pub use policy::{
     CollectionFilter, EdgeStatus, SecretKeyRef, SyncPolicy, SyncPolicySpec, SyncPolicyStatus,
-    Topology, TopologyEdge, TopologyType, CONFLICT_STRATEGIES, MAX_BATCH_SIZE,
+    Topology, TopologyEdge, TopologyType, CONFLICT_STRATEGIES, DEFAULT_FANOUT, FANOUT_RANGE,
+    MAX_BATCH_SIZE,
 };
 
 /// API group of both resources.

@@ -39,7 +39,7 @@ pub const CONFLICT_STRATEGIES: [&str; 4] =
         name = "Topology",
         type_ = "string",
         json_path = ".spec.topology.type",
-        description = "Mesh, HubAndSpoke, Ring or Explicit"
+        description = "Mesh, Sparse, HubAndSpoke, Ring or Explicit"
     ),
     printcolumn(
         name = "Members",
@@ -79,7 +79,7 @@ pub const CONFLICT_STRATEGIES: [&str; 4] =
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.conflictStrategy) || !(self.conflictStrategy in ['PreferLocal', 'PreferRemote']) || (has(self.topology) && has(self.topology.type) && self.topology.type in ['HubAndSpoke', 'Explicit'])").message(
-    "conflictStrategy PreferLocal and PreferRemote cannot converge in a Mesh or Ring topology (each node keeps its own version); use LastWriterWins or Merge, or a HubAndSpoke or Explicit topology where one side is authoritative",
+    "conflictStrategy PreferLocal and PreferRemote cannot converge in a Mesh, Sparse or Ring topology (each node keeps its own version); use LastWriterWins or Merge, or a HubAndSpoke or Explicit topology where one side is authoritative",
 ))]
 pub struct SyncPolicySpec {
     /// Selects the `SyncPeer`s (in this namespace) this policy connects; `{}` selects all.
@@ -209,12 +209,19 @@ impl SyncPolicySpec {
     ),
     validation = Rule::new("!has(self.edges) || size(self.edges) == 0 || (has(self.type) && self.type == 'Explicit')").message(
         "topology.edges is used only with topology.type Explicit; remove it or set type: Explicit",
+    ),
+    validation = Rule::new("!has(self.fanout) || (has(self.type) && self.type == 'Sparse')").message(
+        "topology.fanout is used only with topology.type Sparse; remove it or set type: Sparse",
     )
 )]
 pub struct Topology {
-    /// `Mesh` (everyone with everyone), `HubAndSpoke`, `Ring` or `Explicit`.
+    /// `Mesh` (everyone with everyone), `Sparse`, `HubAndSpoke`, `Ring` or `Explicit`.
     #[serde(rename = "type", default)]
     pub type_: TopologyType,
+    /// For `Sparse`: how many others each member receives changes from (2 to 16, default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 16))]
+    pub fanout: Option<i32>,
     /// For `HubAndSpoke`: names of the hub `SyncPeer`s.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schemas::peer_name_set")]
@@ -244,12 +251,34 @@ pub enum TopologyType {
     /// Everyone with everyone.
     #[default]
     Mesh,
-    /// Hubs mesh among themselves and sync with every spoke; spokes only with hubs.
+    /// Each member receives changes from `fanout` others, chosen from the member names:
+    /// always strongly connected, about log_fanout(N) hops across, and a member joining or
+    /// leaving changes O(fanout) edges.
+    Sparse,
+    /// Hubs mesh among themselves; each spoke syncs with two hub members (one when there is
+    /// only one), chosen from the names, and not with other spokes.
     HubAndSpoke,
     /// Members in a stable order (SyncPeer name, pod name), each with its two neighbours.
     Ring,
     /// Exactly the listed edges between SyncPeers.
     Explicit,
+}
+
+/// `fanout` when absent.
+pub const DEFAULT_FANOUT: i32 = 3;
+/// Bounds of `fanout`, as the CRD's schema sets them.
+pub const FANOUT_RANGE: std::ops::RangeInclusive<i32> = 2..=16;
+
+impl Topology {
+    /// `fanout`, or [`DEFAULT_FANOUT`] when absent; clamped into [`FANOUT_RANGE`] (the API
+    /// server refuses values outside it, so this only guards specs built in code).
+    pub fn fanout(&self) -> usize {
+        let f = self
+            .fanout
+            .unwrap_or(DEFAULT_FANOUT)
+            .clamp(*FANOUT_RANGE.start(), *FANOUT_RANGE.end());
+        usize::try_from(f).expect("clamped to a positive range")
+    }
 }
 
 /// Changes flow from every member of `from` to every member of `to`.

@@ -226,7 +226,7 @@ fn rules_sit_where_they_apply() {
     let pol = schema_of(&SyncPolicy::crd());
     let spec = find(&pol, &["spec"]);
     assert_eq!(rules_at(spec).len(), 1);
-    assert_eq!(rules_at(find(spec, &["topology"])).len(), 4);
+    assert_eq!(rules_at(find(spec, &["topology"])).len(), 5);
     assert_eq!(rules_at(find(spec, &["topology", "edges", "[]"])).len(), 1);
     for f in ["interval", "statusInterval", "maxClockDrift"] {
         assert_eq!(rules_at(find(spec, &[f])).len(), 1, "{f}");
@@ -249,10 +249,71 @@ fn rules_sit_where_they_apply() {
     );
     // every message tells what to fix, not just what is wrong
     let all: Vec<_> = [&peer, &pol].into_iter().flat_map(all_rules).collect();
-    assert_eq!(all.len(), 4 + 1 + 4 + 1 + 3, "{all:?}");
+    assert_eq!(all.len(), 4 + 1 + 5 + 1 + 3, "{all:?}");
     for (rule, msg) in &all {
         assert!(!rule.is_empty() && msg.len() > 20, "{rule}: {msg}");
     }
+}
+
+#[test]
+fn fanout_is_bounded_and_only_for_sparse() {
+    let pol = schema_of(&SyncPolicy::crd());
+    let topology = find(&pol, &["spec", "topology"]);
+    let fanout = find(topology, &["fanout"]);
+    assert_eq!(fanout["type"], json!("integer"));
+    assert_eq!(fanout["minimum"], json!(2.0));
+    assert_eq!(fanout["maximum"], json!(16.0));
+    assert_eq!(
+        (*FANOUT_RANGE.start(), *FANOUT_RANGE.end()),
+        (2, 16),
+        "the schema's bounds"
+    );
+    // No schema default: a default would put fanout on every Mesh and trip the rule below.
+    assert!(fanout.get("default").is_none());
+    let rules = rules_at(topology);
+    let (rule, msg) = rules
+        .iter()
+        .find(|(r, _)| r.contains("self.fanout"))
+        .expect("a fanout rule");
+    assert_eq!(
+        rule,
+        "!has(self.fanout) || (has(self.type) && self.type == 'Sparse')"
+    );
+    assert_eq!(
+        msg,
+        "topology.fanout is used only with topology.type Sparse; remove it or set type: Sparse"
+    );
+    // The same message is what the API server answers (tests/operator.rs checks it there).
+    let fixture =
+        include_str!("../../../tests/fixtures/bad-manifests/policy-fanout-with-mesh.yaml");
+    assert!(fixture.starts_with(&format!("# expect: {}", &msg[..msg.find(';').unwrap()])));
+    let column = SyncPolicy::crd().spec.versions[0]
+        .additional_printer_columns
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "Topology")
+        .unwrap();
+    assert_eq!(
+        column.description.as_deref(),
+        Some("Mesh, Sparse, HubAndSpoke, Ring or Explicit")
+    );
+
+    let spec: SyncPolicySpec = serde_json::from_value(
+        json!({"peerSelector": {}, "topology": {"type": "Sparse", "fanout": 5}}),
+    )
+    .unwrap();
+    assert_eq!(spec.topology.type_, TopologyType::Sparse);
+    assert_eq!(spec.topology.fanout(), 5);
+    let spec: SyncPolicySpec =
+        serde_json::from_value(json!({"peerSelector": {}, "topology": {"type": "Sparse"}}))
+            .unwrap();
+    assert_eq!(spec.topology.fanout(), DEFAULT_FANOUT as usize);
+    // Absent stays absent when written back (a Mesh never gets a fanout).
+    assert_eq!(
+        serde_json::to_value(&spec.topology).unwrap(),
+        json!({"type": "Sparse"})
+    );
 }
 
 #[test]

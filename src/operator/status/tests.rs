@@ -114,6 +114,7 @@ fn plan(connected: bool, problems: Vec<Problem>) -> Plan {
             cut_off: Vec::new(),
         },
         problems,
+        warnings: Vec::new(),
     }
 }
 

@@ -11,14 +11,34 @@
 //!   it, `Push`: others push to it, `Both`), and symmetrically. An external member gets no
 //!   config, so it only exchanges what managed members pull from or push to it.
 //! - An Explicit edge `from -> to` asks for changes to flow from every member of `from` to
-//!   every member of `to`: the receiver pulls when it is managed and the sender may be pulled
-//!   from, otherwise the sender pushes when it is managed and the receiver may be pushed to.
+//!   every member of `to` (a Sparse source to its receiver likewise): the receiver pulls
+//!   when it is managed and the sender may be pulled from, otherwise the sender pushes when it
+//!   is managed and the receiver may be pushed to.
 //! - A pair exchanges the collections in the policy's `include` (empty: all) that both
 //!   SyncPeers list (empty: all), minus the policy's `exclude`; a pair with nothing in common
 //!   gets no peer entry at all (an empty list would mean "all" to the node).
+//!
+//! Sparse (`fanout` f): every member gets a stable 64-bit position, the first 8 bytes of the
+//! SHA-256 of its name (the same on every platform and operator version). Sorted by position
+//! the members form a ring, and each receives from its ring predecessor: a directed cycle
+//! through everyone, so the plan is strongly connected whatever the names. Each member also
+//! receives from the f - 1 others with the highest rendezvous (HRW) score
+//! `mix(receiver, source)`, its predecessor and itself aside, so it has exactly min(f, n - 1)
+//! sources. HRW bounds the churn: a member joining changes the ring in 3 edges, gets its own
+//! f sources, and enters about f - 1 others' choices (each evicting one); apart from its ring
+//! successor (whose predecessor, never among its choices, changes) nobody else's choices
+//! move. Leaving is the reverse. And a digraph whose members pick their sources at
+//! random has a diameter of about log_f(n) (each hop multiplies the members reached by about
+//! f), where the ring alone would need n - 1 hops.
+//!
+//! HubAndSpoke: the hub members (members of the hub SyncPeers) mesh among themselves, and each
+//! spoke links with the min(2, hub members) hub members of the highest rendezvous score
+//! `mix(spoke, hub)`, so adding a hub member moves only about 2/(hubs + 1) of the spokes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+use sha2::{Digest, Sha256};
 
 use crate::config::{Direction, PeerConfig, SyncConfig};
 use crate::operator::crd::{CollectionFilter, PeerDirection, Topology, TopologyType};
@@ -121,7 +141,7 @@ pub enum Problem {
     DuplicateMemberName { name: String, peers: Vec<String> },
     /// The topology names a SyncPeer that has no members.
     UnknownPeer(String),
-    /// An Explicit edge between two members that neither can carry (both external, or the
+    /// An Explicit or Sparse edge between two members that neither can carry (both external, or the
     /// SyncPeers' directions forbid it).
     Unrealizable { from: String, to: String },
 }
@@ -179,6 +199,40 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Above this many members a Mesh is reported as [`Warning::LargeMesh`].
+pub const LARGE_MESH: usize = 32;
+
+/// A plan that works but is costly; the controller tells these as Warning events, they do not
+/// make the policy `Degraded`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Warning {
+    /// A Mesh of more than [`LARGE_MESH`] members: `edges` grows with the square of `members`.
+    LargeMesh { members: usize, edges: usize },
+}
+
+impl Warning {
+    /// An event reason (CamelCase).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Warning::LargeMesh { .. } => "LargeMesh",
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::LargeMesh { members, edges } => write!(
+                f,
+                "Mesh of {members} members syncs over {edges} edges (every member with every other); \
+                 consider `topology: {{type: Sparse, fanout: 3}}`: {} edges, each member receiving \
+                 from 3 others, strongly connected",
+                members * 3
+            ),
+        }
+    }
+}
+
 /// The desired state for one policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -189,6 +243,8 @@ pub struct Plan {
     pub connectivity: Connectivity,
     /// Sorted; empty when the plan is clean.
     pub problems: Vec<Problem>,
+    /// Sorted; what works but costs more than it should.
+    pub warnings: Vec<Warning>,
 }
 
 /// Computes edges and per-member configs. `base` supplies interval, batch size, strategy
@@ -265,14 +321,22 @@ pub fn plan(
             for h in &hubs {
                 need_peer(h, &mut problems);
             }
-            let is_hub = |i: usize| hubs.contains(ms[i].peer.as_str());
-            for i in 0..n {
-                for j in i + 1..n {
-                    if is_hub(i) || is_hub(j) {
-                        links.insert((i, j));
-                    }
+            let (hub_members, spokes): (Vec<usize>, Vec<usize>) =
+                (0..n).partition(|&i| hubs.contains(ms[i].peer.as_str()));
+            for (k, &i) in hub_members.iter().enumerate() {
+                for &j in &hub_members[k + 1..] {
+                    links.insert((i, j));
                 }
             }
+            let pos: Vec<u64> = ms.iter().map(|m| position(&m.name)).collect();
+            for s in spokes {
+                for h in top_scored(&pos, &ms, s, hub_members.iter().copied(), 2) {
+                    links.insert((s.min(h), s.max(h)));
+                }
+            }
+        }
+        TopologyType::Sparse => {
+            flows.extend(sparse_flows(&ms, topology.fanout()));
         }
         TopologyType::Ring => {
             if n == 2 {
@@ -437,12 +501,94 @@ pub fn plan(
         problems.insert(Problem::NotStronglyConnected(connectivity.cut_off.clone()));
     }
 
+    let mut warnings = Vec::new();
+    if topology.type_ == TopologyType::Mesh && n > LARGE_MESH {
+        warnings.push(Warning::LargeMesh {
+            members: n,
+            edges: edges.len(),
+        });
+    }
+
     Plan {
         edges: edges.into_iter().collect(),
         configs,
         connectivity,
         problems: problems.into_iter().collect(),
+        warnings,
     }
+}
+
+/// A member's stable position: the first 8 bytes of the SHA-256 of its name, big-endian.
+pub fn position(name: &str) -> u64 {
+    let digest = Sha256::digest(name.as_bytes());
+    u64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
+}
+
+/// The splitmix64 finalizer: a cheap, stable, well-mixing bijection on `u64`.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Rendezvous score of `candidate` for `chooser`, from their positions.
+fn score(chooser: u64, candidate: u64) -> u64 {
+    mix(chooser ^ mix(candidate))
+}
+
+/// The (at most) `k` of `candidates` with the highest score for `chooser` (ties, which take a
+/// 64-bit collision, go to the smaller name), in no particular order.
+fn top_scored(
+    pos: &[u64],
+    ms: &[&Member],
+    chooser: usize,
+    candidates: impl Iterator<Item = usize>,
+    k: usize,
+) -> Vec<usize> {
+    let mut scored: Vec<(u64, usize)> = candidates
+        .map(|c| (score(pos[chooser], pos[c]), c))
+        .collect();
+    let order = |a: &(u64, usize), b: &(u64, usize)| {
+        b.0.cmp(&a.0).then_with(|| ms[a.1].name.cmp(&ms[b.1].name))
+    };
+    if k == 0 {
+        return Vec::new();
+    }
+    if scored.len() > k {
+        scored.select_nth_unstable_by(k - 1, order);
+        scored.truncate(k);
+    }
+    scored.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Sparse flows `(from, to)` by member index: each member receives from its predecessor on
+/// the ring of positions and from the `fanout - 1` others of the highest score (module doc).
+fn sparse_flows(ms: &[&Member], fanout: usize) -> Vec<(usize, usize)> {
+    let n = ms.len();
+    if n < 2 {
+        return Vec::new();
+    }
+    let pos: Vec<u64> = ms.iter().map(|m| position(&m.name)).collect();
+    let mut ring: Vec<usize> = (0..n).collect();
+    ring.sort_by(|&a, &b| {
+        pos[a]
+            .cmp(&pos[b])
+            .then_with(|| ms[a].name.cmp(&ms[b].name))
+    });
+    let mut flows = Vec::with_capacity(n * fanout.min(n - 1));
+    for (k, &to) in ring.iter().enumerate() {
+        let pred = ring[(k + n - 1) % n];
+        flows.push((pred, to));
+        let others = (0..n).filter(|&c| c != to && c != pred);
+        let picks = top_scored(&pos, ms, to, others, fanout.saturating_sub(1));
+        flows.extend(picks.into_iter().map(|from| (from, to)));
+    }
+    flows
 }
 
 /// A set of collections where an empty list means "all".
