@@ -214,8 +214,14 @@ mod tests {
             &[("x-ragsync-token", "s3cret")],
             &[("X-RagSync-Token", "s3cret")],
             // The proxy case: the caller's own credentials in Authorization, the node's here.
-            &[("authorization", "Bearer apiserver-user"), ("x-ragsync-token", "s3cret")],
-            &[("authorization", "Bearer s3cret"), ("x-ragsync-token", "wrong")],
+            &[
+                ("authorization", "Bearer apiserver-user"),
+                ("x-ragsync-token", "s3cret"),
+            ],
+            &[
+                ("authorization", "Bearer s3cret"),
+                ("x-ragsync-token", "wrong"),
+            ],
         ] {
             let (status, body) = get_with("/admin/status", headers).await;
             assert_eq!(status, StatusCode::OK, "{headers:?}: {body}");
