@@ -141,6 +141,7 @@ pub async fn status(
         .map(|(p, m)| view::edge_view(p, m, now))
         .collect();
     view::sort_worst_first(&mut report.edges);
+    view::live_member_lag(&mut report.members, &report.edges);
     Ok(report)
 }
 

@@ -6,7 +6,8 @@ use crate::model::Kind;
 use crate::operator::crd::TopologyType;
 
 use super::view::{
-    Access, ConflictsReport, EdgeView, MemberView, NodeRead, StatusReport, TotalsView,
+    short_duration, Access, ConflictsReport, EdgeView, MemberView, NodeRead, StatusReport,
+    TotalsView,
 };
 
 /// Edges shown without `--all-edges`.
@@ -46,17 +47,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A duration in milliseconds, short: `0s`, `850ms`, `12.3s`, `4m05s`, `2h10m`, `3d4h`.
+/// A duration in milliseconds, short (see [`short_duration`]).
 pub fn duration_ms(ms: u64) -> String {
-    let s = ms / 1000;
-    match ms {
-        0 => "0s".into(),
-        1..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{}.{}s", s, (ms % 1000) / 100),
-        60_000..=3_599_999 => format!("{}m{:02}s", s / 60, s % 60),
-        3_600_000..=86_399_999 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
-    }
+    short_duration(ms)
 }
 
 fn topology(r: &StatusReport) -> String {
@@ -110,19 +103,44 @@ fn node_cell(m: &MemberView) -> String {
     }
 }
 
+/// A member's row: live from its node when it was read, else as status reports it.
 fn member_rows(members: &[MemberView]) -> Vec<Vec<String>> {
+    let unknown = || "unknown".to_string();
     members
         .iter()
         .map(|m| {
+            let (node_id, watermark, conflicts, lag, pending) = match &m.node {
+                NodeRead::Read {
+                    node_id,
+                    watermark,
+                    conflicts,
+                    pending_changes,
+                    lag_ms,
+                    ..
+                } => (
+                    node_id.clone(),
+                    watermark.clone(),
+                    conflicts.to_string(),
+                    lag_ms.map_or_else(unknown, duration_ms),
+                    pending_changes.map_or_else(unknown, |p| p.to_string()),
+                ),
+                _ => (
+                    or_dash(m.node_id.as_deref()),
+                    or_dash(m.watermark.as_deref()),
+                    m.conflicts.to_string(),
+                    format!("{}s", m.lag_seconds),
+                    m.pending_changes.to_string(),
+                ),
+            };
             vec![
                 m.name.clone(),
                 m.peer.clone(),
-                or_dash(m.node_id.as_deref()),
+                node_id,
                 if m.ready { "true" } else { "false" }.into(),
-                or_dash(m.watermark.as_deref()),
-                m.conflicts.to_string(),
-                format!("{}s", m.lag_seconds),
-                m.pending_changes.to_string(),
+                watermark,
+                conflicts,
+                lag,
+                pending,
                 node_cell(m),
             ]
         })
@@ -228,7 +246,9 @@ pub fn status(r: &StatusReport, edge_limit: Option<usize>) -> String {
         )));
     }
 
-    out.push_str("\nMembers:\n");
+    out.push_str(
+        "\nMembers (NODE ok: read live from the node; otherwise as the operator last reported):\n",
+    );
     if r.members.is_empty() {
         out.push_str("  (none)\n");
     } else {

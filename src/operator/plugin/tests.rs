@@ -503,7 +503,8 @@ fn report_with_edges(n: usize) -> StatusReport {
 
 #[test]
 fn the_status_table_shows_members_errors_and_the_worst_edges() {
-    let r = report_with_edges(3);
+    let mut r = report_with_edges(3);
+    live_member_lag(&mut r.members, &r.edges);
     assert_eq!(r.unread(), 1);
     let text = render::status(&r, Some(render::DEFAULT_EDGE_LIMIT));
     println!("{text}");
@@ -513,13 +514,15 @@ fn the_status_table_shows_members_errors_and_the_worst_edges() {
         "Nodes read through the API server's pod proxy",
         "Ready  False   NodeUnreachable  1 of 3 members not ready",
         "MEMBER  SYNCPEER  NODE-ID  READY  WATERMARK         CONFLICTS  LAG  PENDING  NODE",
-        "rag-0   hub       00aa     true   0000000000000010  1          0s   0        ok",
+        // Read: live (the node's watermark and conflicts, the lag over its incoming edges).
+        "rag-0   hub       00aa     true   01a3185c50000000  1          3s   3        ok",
+        // Not read: as status reports it.
         "rag-1   hub       -        false  -                 0          0s   0        FAILED",
         "  rag-1: node not read: the API server refused the proxy request (400 Bad Request): address not allowed",
         "  rag-1: last error (status): with rag-0: peer unreachable",
         "Edges (4, worst first",
         "FROM   TO     MODE  PENDING  LAG      SOURCE",
-        "rag-2  rag-0  Pull  2        3.0s     status",
+        "rag-2  rag-0  Pull  2        3s       status",
         "rag-x  z      Pull  unknown  unknown  unknown: x",
     ] {
         assert!(text.contains(needle), "{needle:?} in:\n{text}");
@@ -538,6 +541,49 @@ fn the_status_table_shows_members_errors_and_the_worst_edges() {
     let all = render::status(&r, None);
     assert_eq!(all.lines().filter(|l| l.contains("  Pull  ")).count(), 31);
     assert!(!all.contains("more edges"));
+}
+
+#[test]
+fn a_members_live_lag_is_over_its_incoming_edges() {
+    let mut ms: Vec<MemberView> = members(&[peer(
+        "p",
+        json!({"selector": {"matchLabels": {"a": "b"}}}),
+        json!([{"pod": "a", "endpoint": "http://e"}, {"pod": "b", "endpoint": "http://f"},
+               {"pod": "c", "endpoint": "http://g", "lagSeconds": 9}]),
+    )])
+    .into_iter()
+    .map(|m| m.view)
+    .collect();
+    for m in &mut ms[..2] {
+        m.node = NodeRead::of(&node(1, NOW, vec![], vec![]));
+    }
+    let mut to_b = ev("x", None, 0);
+    to_b.to = "b".into();
+    let mut edges = vec![ev("x", Some(4), 2_000), ev("y", Some(1), 7_000), to_b];
+    for e in &mut edges[..2] {
+        e.to = "a".into();
+    }
+    live_member_lag(&mut ms, &edges);
+    let live = |m: &MemberView| match &m.node {
+        NodeRead::Read {
+            pending_changes,
+            lag_ms,
+            ..
+        } => (*pending_changes, *lag_ms),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        live(&ms[0]),
+        (Some(5), Some(7_000)),
+        "summed, the largest lag"
+    );
+    assert_eq!(live(&ms[1]), (None, None), "an incoming edge is unknown");
+    assert_eq!(
+        ms[2].node,
+        NodeRead::NotRead,
+        "not read: status values stay"
+    );
+    assert_eq!(ms[2].lag_seconds, 9);
 }
 
 #[test]
@@ -598,6 +644,10 @@ fn tables_align_and_durations_are_short() {
         (0, "0s"),
         (850, "850ms"),
         (12_345, "12.3s"),
+        (30_000, "30s"),
+        (30_050, "30s"),
+        (60_000, "1m"),
+        (3_600_000, "1h"),
         (245_000, "4m05s"),
         (7_800_000, "2h10m"),
         (3 * 86_400_000 + 4 * 3_600_000, "3d4h"),

@@ -82,6 +82,12 @@ pub enum NodeRead {
         watermark: String,
         documents: u64,
         conflicts: u64,
+        /// Over its incoming edges, read live ([`lag::member_lag`]); `None` until the edges
+        /// are measured, or when one of them is unknown.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pending_changes: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lag_ms: Option<u64>,
     },
     /// The node listed its retained conflicts: this many records.
     #[serde(rename_all = "camelCase")]
@@ -104,7 +110,57 @@ impl NodeRead {
             watermark: status.watermark.to_hex(),
             documents: status.documents,
             conflicts: status.conflicts,
+            pending_changes: None,
+            lag_ms: None,
         }
+    }
+}
+
+/// Fills in each read member's live lag from the edges into it: pending changes summed over
+/// its sources, the largest lag ([`lag::member_lag`]); unknown when one of those edges is.
+pub fn live_member_lag(members: &mut [MemberView], edges: &[EdgeView]) {
+    for m in members {
+        let NodeRead::Read {
+            pending_changes,
+            lag_ms,
+            ..
+        } = &mut m.node
+        else {
+            continue;
+        };
+        let incoming: Vec<&EdgeView> = edges.iter().filter(|e| e.to == m.name).collect();
+        let known: Option<Vec<(&str, lag::Lag)>> = incoming
+            .iter()
+            .map(|e| {
+                Some((
+                    e.from.as_str(),
+                    lag::Lag {
+                        pending_changes: e.pending_changes?,
+                        lag_ms: e.lag_ms?,
+                    },
+                ))
+            })
+            .collect();
+        let total = known.map(lag::member_lag);
+        *pending_changes = total.map(|l| l.pending_changes);
+        *lag_ms = total.map(|l| l.lag_ms);
+    }
+}
+
+/// A duration in milliseconds, short: `0s`, `850ms`, `30s`, `12.3s`, `1m`, `4m05s`, `1h`,
+/// `2h10m`, `3d4h` (tenths of seconds below a minute, then truncated to the unit shown).
+pub fn short_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0 => "0s".into(),
+        1..=999 => format!("{ms}ms"),
+        1000..=59_999 if ms % 1000 < 100 => format!("{s}s"),
+        1000..=59_999 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60_000..=3_599_999 if s % 60 == 0 => format!("{}m", s / 60),
+        60_000..=3_599_999 => format!("{}m{:02}s", s / 60, s % 60),
+        3_600_000..=86_399_999 if (s % 3600) / 60 == 0 => format!("{}h", s / 3600),
+        3_600_000..=86_399_999 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
     }
 }
 
@@ -435,7 +491,9 @@ impl StatusReport {
             policy: policy.name_any(),
             topology: policy.spec.topology.clone(),
             paused: policy.spec.paused,
-            interval: policy.spec.interval.to_string(),
+            interval: short_duration(
+                u64::try_from(policy.spec.interval().as_millis()).unwrap_or(u64::MAX),
+            ),
             access,
             totals: TotalsView {
                 members: st.members,
