@@ -389,11 +389,18 @@ async fn token_is_required_when_configured() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 401, "{method} {path} with a wrong X-RagSync-Token");
+        assert_eq!(
+            resp.status(),
+            401,
+            "{method} {path} with a wrong X-RagSync-Token"
+        );
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "unauthorized");
         assert!(
-            body["message"].as_str().unwrap().contains("X-RagSync-Token"),
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("X-RagSync-Token"),
             "{body}"
         );
     }
