@@ -58,16 +58,27 @@ async fn setup(client: &Client, ns: &str, name: &str, access: Access) -> Result<
     if peers.is_empty() {
         notes.push("the policy's peerSelector selects no SyncPeer".to_string());
     }
-    for p in view::peers_without_status(&peers) {
-        notes.push(format!(
-            "SyncPeer {p} lists no members yet (no ready pod selected, or the operator has not reported on it)"
-        ));
+    let pods = match read::pods(client, ns).await {
+        Ok(pods) => Some(pods),
+        Err(e) => {
+            notes.push(format!(
+                "{e}; the members are those the SyncPeers' status lists (a bounded list)"
+            ));
+            None
+        }
+    };
+    let members = view::members(&peers, pods.as_deref());
+    for p in view::peers_without_members(&peers, &members) {
+        notes.push(match pods {
+            Some(_) => format!("SyncPeer {p} selects no pod"),
+            None => format!("SyncPeer {p} lists no members (the operator has not reported on it?)"),
+        });
     }
     let (token, note) = read::token(client, &policy).await;
     notes.extend(note);
     Ok(Setup {
         reader: NodeReader::new(client.clone(), ns, access, token),
-        members: view::members(&peers),
+        members,
         policy,
         notes,
     })

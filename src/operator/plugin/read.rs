@@ -3,10 +3,11 @@
 //! `--direct`, at their endpoints.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
@@ -98,6 +99,15 @@ pub async fn peers_of(client: &Client, policy: &SyncPolicy) -> Result<Vec<SyncPe
         .into_iter()
         .filter(|p| members::matches(&policy.spec.peer_selector, p.labels()))
         .collect())
+}
+
+/// The pods of namespace `ns` (to decide the members as the operator does).
+pub async fn pods(client: &Client, ns: &str) -> Result<Vec<Arc<Pod>>, String> {
+    let list = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error(&format!("cannot list pods in {ns}"), &e))?;
+    Ok(list.items.into_iter().map(Arc::new).collect())
 }
 
 /// The nodes' token from `spec.authSecretRef`, read with the caller's RBAC; a note instead

@@ -2,6 +2,9 @@
 //! order, conflict deduplication, and the rendered tables.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
 
 use serde_json::json;
 
@@ -16,6 +19,7 @@ use super::render;
 use super::view::*;
 
 const NOW: u64 = 1_800_000_000_000;
+const NOT_A_MEMBER_FOR_TESTS: &str = "not a member now (the pod is not ready or has no IP)";
 
 fn hlc(ms: u64) -> Hlc {
     Hlc::new(ms, 0)
@@ -52,7 +56,7 @@ fn members_come_from_the_peers_status_with_where_to_read_them() {
         json!({"endpoint": "https://rag.us.example.com:8090/"}),
         json!([]),
     );
-    let ms = members(&[spokes.clone(), ext, hub]);
+    let ms = members(&[spokes.clone(), ext, hub], None);
     let names: Vec<(&str, &str)> = ms
         .iter()
         .map(|m| (m.view.peer.as_str(), m.view.name.as_str()))
@@ -105,7 +109,91 @@ fn members_come_from_the_peers_status_with_where_to_read_them() {
         json!({"selector": {"matchLabels": {"a": "b"}}}),
         json!([]),
     );
-    assert_eq!(peers_without_status(&[empty, spokes]), ["new"]);
+    let peers = [empty, spokes];
+    assert_eq!(
+        peers_without_members(&peers, &members(&peers, None)),
+        ["new"]
+    );
+}
+
+fn pod(name: &str, labels: serde_json::Value, ip: &str, ready: bool) -> Arc<Pod> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "rag", "labels": labels},
+            "status": {"podIP": ip, "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+        }))
+        .unwrap(),
+    )
+}
+
+#[test]
+fn with_the_pods_members_are_decided_as_the_operator_does() {
+    // Status lists rag-1 only (bounded, or not refreshed yet); rag-3 is a member all the same.
+    let spokes = peer(
+        "spokes",
+        json!({"selector": {"matchLabels": {"role": "spoke"}}, "port": 9000}),
+        json!([{"pod": "rag-1", "nodeId": "0001", "endpoint": "http://10.0.0.1:9000",
+                "ready": false, "lastError": "with rag-0: peer unreachable", "lagSeconds": 7},
+               {"pod": "gone", "endpoint": "http://10.0.0.99:9000", "ready": true}]),
+    );
+    let ext = peer(
+        "us",
+        json!({"endpoint": "https://rag.us.example.com:8090"}),
+        json!([]),
+    );
+    let hub = peer(
+        "hub",
+        json!({"selector": {"matchLabels": {"role": "hub"}}}),
+        json!([]),
+    );
+    let pods = [
+        pod("rag-3", json!({"role": "spoke"}), "10.0.0.3", true),
+        pod("rag-1", json!({"role": "spoke"}), "10.0.0.1", true),
+        pod("rag-2", json!({"role": "spoke"}), "10.0.0.2", false),
+        pod("other", json!({"role": "web"}), "10.0.0.4", true),
+    ];
+    let ms = members(&[spokes.clone(), ext, hub.clone()], Some(&pods));
+    let got: Vec<(&str, &str, &Target)> = ms
+        .iter()
+        .map(|m| (m.view.peer.as_str(), m.view.name.as_str(), &m.target))
+        .collect();
+    let pod_target = |pod: &str, ip: &str| Target::Pod {
+        pod: pod.into(),
+        port: 9000,
+        endpoint: Some(format!("http://{ip}:9000")),
+    };
+    assert_eq!(
+        got,
+        [
+            ("spokes", "rag-1", &pod_target("rag-1", "10.0.0.1")),
+            (
+                "spokes",
+                "rag-2",
+                &Target::Skip(NOT_A_MEMBER_FOR_TESTS.into())
+            ),
+            ("spokes", "rag-3", &pod_target("rag-3", "10.0.0.3")),
+            (
+                "us",
+                "us",
+                &Target::External {
+                    endpoint: "https://rag.us.example.com:8090".into()
+                }
+            ),
+        ],
+        "the hub selects no pod; `gone` is no pod any more"
+    );
+    // Joined with status where it has the member; else ready as its pod is.
+    let (r1, r2, r3) = (&ms[0].view, &ms[1].view, &ms[2].view);
+    assert_eq!((r1.ready, r1.lag_seconds), (false, 7));
+    assert_eq!(
+        r1.last_error.as_deref(),
+        Some("with rag-0: peer unreachable")
+    );
+    assert_eq!(r1.node_id.as_deref(), Some("0001"));
+    assert!(!r2.ready);
+    assert!(r3.ready && r3.node_id.is_none() && r3.last_error.is_none());
+    assert_eq!(peers_without_members(&[spokes, hub], &ms), ["hub"]);
 }
 
 fn node(id: u16, wall_ms: u64, peers: Vec<PeerStatus>, pullers: Vec<PullerStatus>) -> NodeStatus {
@@ -412,11 +500,14 @@ fn conflicts_held_by_several_members_are_one_row() {
 
 #[test]
 fn writers_are_named_from_status_and_live_reads() {
-    let mut a = members(&[peer(
+    let mut a = members(
+        &[peer(
         "p",
         json!({"selector": {"matchLabels": {"a": "b"}}}),
         json!([{"pod": "rag-0", "nodeId": "00aa", "endpoint": "http://e"}, {"pod": "rag-1", "endpoint": "http://f"}]),
-    )])
+    )],
+        None,
+    )
     .into_iter()
     .map(|m| m.view)
     .collect::<Vec<_>>();
@@ -475,7 +566,7 @@ fn report_with_edges(n: usize) -> StatusReport {
             {"pod": "rag-1", "endpoint": "http://10.0.0.2:8090", "ready": false,
              "lastError": "with rag-0: peer unreachable"},
         ]),
-    )])
+    )], None)
     .into_iter()
     .map(|m| m.view)
     .collect::<Vec<_>>();
@@ -545,12 +636,15 @@ fn the_status_table_shows_members_errors_and_the_worst_edges() {
 
 #[test]
 fn a_members_live_lag_is_over_its_incoming_edges() {
-    let mut ms: Vec<MemberView> = members(&[peer(
-        "p",
-        json!({"selector": {"matchLabels": {"a": "b"}}}),
-        json!([{"pod": "a", "endpoint": "http://e"}, {"pod": "b", "endpoint": "http://f"},
+    let mut ms: Vec<MemberView> = members(
+        &[peer(
+            "p",
+            json!({"selector": {"matchLabels": {"a": "b"}}}),
+            json!([{"pod": "a", "endpoint": "http://e"}, {"pod": "b", "endpoint": "http://f"},
                {"pod": "c", "endpoint": "http://g", "lagSeconds": 9}]),
-    )])
+        )],
+        None,
+    )
     .into_iter()
     .map(|m| m.view)
     .collect();

@@ -5,7 +5,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -13,8 +15,9 @@ use serde::Serialize;
 
 use crate::hlc::Hlc;
 use crate::model::{ConflictVersion, Kind, NodeId};
-use crate::operator::crd::{SyncPeer, SyncPolicy, Topology};
+use crate::operator::crd::{MemberStatus, SyncPeer, SyncPolicy, Topology};
 use crate::operator::lag;
+use crate::operator::members;
 use crate::operator::topology::Mode;
 use crate::wire::{Backlog, ConflictEntry, NodeStatus};
 
@@ -164,65 +167,88 @@ pub fn short_duration(ms: u64) -> String {
     }
 }
 
-/// The members of the SyncPeers `peers` (each peer's status `members[]`, in peer-name order),
-/// with where to read each. An external peer the operator has not reported on yet is still one
-/// member, at its endpoint.
-pub fn members(peers: &[SyncPeer]) -> Vec<MemberRef> {
+/// The members of the SyncPeers `peers`, with where to read each.
+///
+/// With the namespace's `pods`, members are decided as the operator decides them
+/// ([`members::membership`]: the ready pods with an IP that each SyncPeer selects, and the
+/// external endpoints), so members that a bounded status leaves out are read too; each is
+/// joined with its entry in its SyncPeer's status `members[]` where there is one (ready,
+/// watermark, lag, last error as the operator last reported; a member status does not list is
+/// shown ready, as its pod is). Selected pods that are not members are listed, not read.
+/// Without `pods` (the caller may not list them), the members are those the SyncPeers' status
+/// lists. Peers by name, each peer's members by pod name.
+pub fn members(peers: &[SyncPeer], pods: Option<&[Arc<Pod>]>) -> Vec<MemberRef> {
     let mut peers: Vec<&SyncPeer> = peers.iter().collect();
     peers.sort_by_key(|p| p.name_any());
-    let mut out = Vec::new();
-    for peer in peers {
-        let external = peer
-            .spec
-            .endpoint
-            .as_deref()
-            .map(|e| e.trim_end_matches('/').to_string());
-        let listed = peer
+    let reported = |peer: &str, name: &str| -> Option<&MemberStatus> {
+        peers
+            .iter()
+            .find(|p| p.name_any() == peer)?
             .status
-            .as_ref()
-            .map(|s| s.members.as_slice())
-            .unwrap_or_default();
-        for m in listed {
-            let target = match (&external, &m.endpoint) {
-                (Some(e), _) => Target::External {
-                    endpoint: e.clone(),
-                },
-                (None, Some(endpoint)) => Target::Pod {
-                    pod: m.pod.clone(),
-                    port: peer.spec.effective_port(),
-                    endpoint: Some(endpoint.clone()),
-                },
-                (None, None) => {
-                    Target::Skip("not a member now (the pod is not ready or has no IP)".into())
-                }
+            .as_ref()?
+            .members
+            .iter()
+            .find(|m| m.pod == name)
+    };
+    match pods {
+        Some(pods) => {
+            let selection = members::Selection {
+                peers: peers.iter().map(|p| Arc::new((*p).clone())).collect(),
+                ..Default::default()
             };
-            out.push(MemberRef {
-                view: MemberView {
-                    name: m.pod.clone(),
-                    peer: peer.name_any(),
-                    external: external.is_some(),
-                    node_id: m.node_id.clone(),
-                    endpoint: m.endpoint.clone(),
-                    ready: m.ready,
-                    watermark: m.watermark.clone(),
-                    conflicts: m.conflicts,
-                    lag_seconds: m.lag_seconds,
-                    pending_changes: m.pending_changes,
-                    last_error: m.last_error.clone(),
-                    node: NodeRead::NotRead,
-                },
-                target,
-            });
-        }
-        if listed.is_empty() {
-            if let Some(e) = external {
-                out.push(MemberRef {
-                    view: MemberView {
-                        name: peer.name_any(),
-                        peer: peer.name_any(),
-                        external: true,
+            let membership = members::membership(&selection, pods);
+            let mut out: Vec<MemberRef> = membership
+                .members
+                .iter()
+                .map(|m| {
+                    let spec = &peers
+                        .iter()
+                        .find(|p| p.name_any() == m.peer)
+                        .expect("a member's peer was selected")
+                        .spec;
+                    let target = if m.managed {
+                        Target::Pod {
+                            pod: m.name.clone(),
+                            port: spec.effective_port(),
+                            endpoint: Some(m.endpoint.clone()),
+                        }
+                    } else {
+                        Target::External {
+                            endpoint: m.endpoint.clone(),
+                        }
+                    };
+                    let view = match reported(&m.peer, &m.name) {
+                        Some(st) => MemberView {
+                            endpoint: Some(m.endpoint.clone()),
+                            ..member_view(&m.peer, !m.managed, st)
+                        },
+                        None => MemberView {
+                            name: m.name.clone(),
+                            peer: m.peer.clone(),
+                            external: !m.managed,
+                            node_id: None,
+                            endpoint: Some(m.endpoint.clone()),
+                            ready: m.managed,
+                            watermark: None,
+                            conflicts: 0,
+                            lag_seconds: 0,
+                            pending_changes: 0,
+                            last_error: None,
+                            node: NodeRead::NotRead,
+                        },
+                    };
+                    MemberRef { view, target }
+                })
+                .collect();
+            for a in &membership.absent {
+                let mut view = match reported(&a.peer, &a.pod) {
+                    Some(st) => member_view(&a.peer, false, st),
+                    None => MemberView {
+                        name: a.pod.clone(),
+                        peer: a.peer.clone(),
+                        external: false,
                         node_id: None,
-                        endpoint: Some(e.clone()),
+                        endpoint: None,
                         ready: false,
                         watermark: None,
                         conflicts: 0,
@@ -231,21 +257,105 @@ pub fn members(peers: &[SyncPeer]) -> Vec<MemberRef> {
                         last_error: None,
                         node: NodeRead::NotRead,
                     },
-                    target: Target::External { endpoint: e },
+                };
+                view.ready = false;
+                out.push(MemberRef {
+                    view,
+                    target: Target::Skip(NOT_A_MEMBER.into()),
                 });
             }
+            out.sort_by(|a, b| (&a.view.peer, &a.view.name).cmp(&(&b.view.peer, &b.view.name)));
+            out
         }
+        None => {
+            let mut out = Vec::new();
+            for peer in peers {
+                out.extend(reported_members(peer));
+            }
+            out
+        }
+    }
+}
+
+const NOT_A_MEMBER: &str = "not a member now (the pod is not ready or has no IP)";
+
+fn member_view(peer: &str, external: bool, m: &MemberStatus) -> MemberView {
+    MemberView {
+        name: m.pod.clone(),
+        peer: peer.to_string(),
+        external,
+        node_id: m.node_id.clone(),
+        endpoint: m.endpoint.clone(),
+        ready: m.ready,
+        watermark: m.watermark.clone(),
+        conflicts: m.conflicts,
+        lag_seconds: m.lag_seconds,
+        pending_changes: m.pending_changes,
+        last_error: m.last_error.clone(),
+        node: NodeRead::NotRead,
+    }
+}
+
+/// The members `peer`'s status lists, with where to read them; an external peer the operator
+/// has not reported on yet is still one member, at its endpoint.
+fn reported_members(peer: &SyncPeer) -> Vec<MemberRef> {
+    let external = peer
+        .spec
+        .endpoint
+        .as_deref()
+        .map(|e| e.trim_end_matches('/').to_string());
+    let listed = peer
+        .status
+        .as_ref()
+        .map(|s| s.members.as_slice())
+        .unwrap_or_default();
+    let mut out: Vec<MemberRef> = listed
+        .iter()
+        .map(|m| MemberRef {
+            view: member_view(&peer.name_any(), external.is_some(), m),
+            target: match (&external, &m.endpoint) {
+                (Some(e), _) => Target::External {
+                    endpoint: e.clone(),
+                },
+                (None, Some(endpoint)) => Target::Pod {
+                    pod: m.pod.clone(),
+                    port: peer.spec.effective_port(),
+                    endpoint: Some(endpoint.clone()),
+                },
+                (None, None) => Target::Skip(NOT_A_MEMBER.into()),
+            },
+        })
+        .collect();
+    if let (true, Some(e)) = (listed.is_empty(), external) {
+        out.push(MemberRef {
+            view: MemberView {
+                name: peer.name_any(),
+                peer: peer.name_any(),
+                external: true,
+                node_id: None,
+                endpoint: Some(e.clone()),
+                ready: false,
+                watermark: None,
+                conflicts: 0,
+                lag_seconds: 0,
+                pending_changes: 0,
+                last_error: None,
+                node: NodeRead::NotRead,
+            },
+            target: Target::External { endpoint: e },
+        });
     }
     out
 }
 
-/// The SyncPeers (pod-based) that list no members yet: the operator has not reported on them.
-pub fn peers_without_status(peers: &[SyncPeer]) -> Vec<String> {
+/// The pod-based SyncPeers among `peers` that have no member in `members`: they select no
+/// pod (or, without the pods, the operator has not reported on them).
+pub fn peers_without_members(peers: &[SyncPeer], members: &[MemberRef]) -> Vec<String> {
     let mut v: Vec<String> = peers
         .iter()
         .filter(|p| p.spec.endpoint.is_none())
-        .filter(|p| p.status.as_ref().is_none_or(|s| s.members.is_empty()))
         .map(|p| p.name_any())
+        .filter(|name| !members.iter().any(|m| &m.view.peer == name))
         .collect();
     v.sort();
     v
