@@ -594,6 +594,29 @@ async fn the_proxy_path_uses_the_callers_rbac_and_reports_refusals_per_member() 
     assert_eq!(c.code, 3, "{}\n{}", c.stdout, c.stderr);
     assert!(c.stdout.contains("address not allowed"), "{}", c.stdout);
 
+    // The kubeconfig's context is honoured.
+    let r = plugin(
+        &env.c.kubeconfig,
+        &ns,
+        &["status", "docs", "--context", "no-such-context"],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("error: kubeconfig ") && r.stderr.contains("no-such-context"),
+        "{}",
+        r.stderr
+    );
+    let current = env.c.kubectl_ok(&["config", "current-context"]);
+    let r = plugin(
+        &env.c.kubeconfig,
+        &ns,
+        &["status", "docs", "--context", current.trim(), "-o", "json"],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(r.json()["policy"], "docs");
+
     // No rights at all: a clear Forbidden, exit status 1, for reading and for `sync`.
     let nobody = account(&env, "nobody", None).await;
     for args in [
@@ -644,8 +667,10 @@ async fn the_proxy_path_uses_the_callers_rbac_and_reports_refusals_per_member() 
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(
         r.json()["notes"],
-        json!([]),
-        "the viewer reads everything it needs"
+        json!([
+            "edges are derived from the nodes that were read: the pulls of the 2 members not read, and their pushes, are not listed"
+        ]),
+        "the viewer reads every resource it needs"
     );
     for e in member_errors(&r.json()) {
         assert!(e.contains("address not allowed"), "{e}");

@@ -16,6 +16,7 @@ mod tests;
 pub mod view;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
@@ -25,7 +26,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::operator::controller::SYNC_NOW;
-use crate::operator::crd::SyncPolicy;
+use crate::operator::crd::{SyncPeer, SyncPolicy};
+use crate::operator::members;
 use crate::wire::NodeStatus;
 
 use read::{NodeReader, Unread};
@@ -53,8 +55,26 @@ struct Setup {
 
 async fn setup(client: &Client, ns: &str, name: &str, access: Access) -> Result<Setup, String> {
     let policy = read::policy(client, ns, name).await?;
-    let peers = read::peers_of(client, &policy).await?;
+    let mut peers = read::peers_of(client, &policy).await?;
     let mut notes = Vec::new();
+    // A SyncPeer another policy selects too takes part in neither (as the operator decides).
+    match read::policies(client, ns).await {
+        Ok(all) => {
+            let all: Vec<Arc<SyncPolicy>> = all.into_iter().map(Arc::new).collect();
+            let arcs: Vec<Arc<SyncPeer>> = peers.iter().cloned().map(Arc::new).collect();
+            let selection = members::select(&policy, &all, &arcs);
+            for (peer, others) in &selection.contested {
+                notes.push(format!(
+                    "SyncPeer {peer} is selected by {} too: it takes part in neither policy",
+                    others.join(", ")
+                ));
+            }
+            peers.retain(|p| !selection.contested.contains_key(&p.name_any()));
+        }
+        Err(e) => notes.push(format!(
+            "{e}; SyncPeers that other policies select too are not detected"
+        )),
+    }
     if peers.is_empty() {
         notes.push("the policy's peerSelector selects no SyncPeer".to_string());
     }
@@ -153,6 +173,12 @@ pub async fn status(
         .collect();
     view::sort_worst_first(&mut report.edges);
     view::live_member_lag(&mut report.members, &report.edges);
+    if report.unread() > 0 {
+        report.notes.push(format!(
+            "edges are derived from the nodes that were read: the pulls of the {} members not read, and their pushes, are not listed",
+            report.unread()
+        ));
+    }
     Ok(report)
 }
 

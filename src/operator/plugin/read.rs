@@ -87,6 +87,15 @@ pub async fn policy(client: &Client, ns: &str, name: &str) -> Result<SyncPolicy,
         .map_err(|e| api_error(&format!("cannot read SyncPolicy {ns}/{name}"), &e))
 }
 
+/// The SyncPolicies of namespace `ns`.
+pub async fn policies(client: &Client, ns: &str) -> Result<Vec<SyncPolicy>, String> {
+    Api::<SyncPolicy>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|e| api_error(&format!("cannot list SyncPolicies in {ns}"), &e))
+}
+
 /// The SyncPeers (in its namespace) that `policy` selects.
 pub async fn peers_of(client: &Client, policy: &SyncPolicy) -> Result<Vec<SyncPeer>, String> {
     let ns = policy.namespace().unwrap_or_default();
