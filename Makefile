@@ -48,13 +48,14 @@ image:
 	docker build -t rag-sync:0.1.0 .
 
 # The kubectl plugin (`kubectl ragsync status|sync|conflicts`, see README): builds the release
-# binary and installs it as $(PREFIX)/bin/kubectl-ragsync. PREFIX defaults to ~/.local; with
-# $(PREFIX)/bin on PATH, `kubectl plugin list` finds it. E.g. make install-plugin PREFIX=/usr/local
+# binary and installs it, stripped (15 MB instead of 150 with the release profile's debug
+# info), as $(PREFIX)/bin/kubectl-ragsync. PREFIX defaults to ~/.local; with $(PREFIX)/bin on
+# PATH, `kubectl plugin list` finds it. E.g. make install-plugin PREFIX=/usr/local
 PREFIX ?= $(HOME)/.local
 install-plugin:
 	$(CARGO) build --release --bin kubectl-ragsync
 	install -d "$(PREFIX)/bin"
-	install -m 0755 target/release/kubectl-ragsync "$(PREFIX)/bin/kubectl-ragsync"
+	install -s -m 0755 target/release/kubectl-ragsync "$(PREFIX)/bin/kubectl-ragsync"
 	@echo "installed $(PREFIX)/bin/kubectl-ragsync (PREFIX=$(PREFIX)); with $(PREFIX)/bin on PATH, 'kubectl plugin list' lists it and 'kubectl ragsync --help' runs it"
 
 # Sync benchmark on two (and five) real release rag-node processes; see benches/README.md.
