@@ -57,6 +57,9 @@ async fn setup(client: &Client, ns: &str, name: &str, access: Access) -> Result<
     let policy = read::policy(client, ns, name).await?;
     let mut peers = read::peers_of(client, &policy).await?;
     let mut notes = Vec::new();
+    if peers.is_empty() {
+        notes.push("the policy's peerSelector selects no SyncPeer".to_string());
+    }
     // A SyncPeer another policy selects too takes part in neither (as the operator decides).
     match read::policies(client, ns).await {
         Ok(all) => {
@@ -74,9 +77,6 @@ async fn setup(client: &Client, ns: &str, name: &str, access: Access) -> Result<
         Err(e) => notes.push(format!(
             "{e}; SyncPeers that other policies select too are not detected"
         )),
-    }
-    if peers.is_empty() {
-        notes.push("the policy's peerSelector selects no SyncPeer".to_string());
     }
     let pods = match read::pods(client, ns).await {
         Ok(pods) => Some(pods),
