@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency bench-scale demo demo-down image
+.PHONY: test fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency bench-scale demo demo-down image install-plugin
 
 test: fmt-check clippy lib-without-operator build k8s-bins
 	$(CARGO) test --all-targets -- --test-threads=2
@@ -55,6 +55,17 @@ demo-down:
 
 image:
 	docker build -t rag-sync:0.1.0 .
+
+# The kubectl plugin (`kubectl ragsync status|sync|conflicts`, see README): builds the release
+# binary and installs it, stripped (15 MB instead of 150 with the release profile's debug
+# info), as $(PREFIX)/bin/kubectl-ragsync. PREFIX defaults to ~/.local; with $(PREFIX)/bin on
+# PATH, `kubectl plugin list` finds it. E.g. make install-plugin PREFIX=/usr/local
+PREFIX ?= $(HOME)/.local
+install-plugin:
+	$(CARGO) build --release --bin kubectl-ragsync
+	install -d "$(PREFIX)/bin"
+	install -s -m 0755 target/release/kubectl-ragsync "$(PREFIX)/bin/kubectl-ragsync"
+	@echo "installed $(PREFIX)/bin/kubectl-ragsync (PREFIX=$(PREFIX)); with $(PREFIX)/bin on PATH, 'kubectl plugin list' lists it and 'kubectl ragsync --help' runs it"
 
 # Sync benchmark on two (and five) real release rag-node processes; see benches/README.md.
 # Extra options: make bench ARGS="--docs 1000000 --runs 1"

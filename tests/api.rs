@@ -379,6 +379,47 @@ async fn token_is_required_when_configured() {
             let body: Value = resp.json().await.unwrap();
             assert_eq!(body["error"], "unauthorized");
         }
+        // The header `kubectl ragsync` uses through the API server's pod proxy: a wrong
+        // value is refused the same way, and says which header was wrong.
+        let resp = http
+            .request(method.parse().unwrap(), format!("{}{path}", n.url()))
+            .header("content-type", "application/json")
+            .header("x-ragsync-token", "wrong")
+            .body(r#"{"content": "sneaky", "peers": []}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            401,
+            "{method} {path} with a wrong X-RagSync-Token"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("X-RagSync-Token"),
+            "{body}"
+        );
+    }
+    // The right token in X-RagSync-Token opens the node as the bearer token does.
+    for header in ["authorization", "x-ragsync-token"] {
+        let value = if header == "authorization" {
+            "Bearer s3cret-token"
+        } else {
+            "s3cret-token"
+        };
+        let resp = http
+            .get(format!("{}/admin/status", n.url()))
+            .header(header, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "GET /admin/status with {header}");
+        let status: Value = resp.json().await.unwrap();
+        assert!(status["node_id"].is_string(), "{status}");
     }
     // Probes stay open for the kubelet.
     for path in ["/healthz", "/readyz"] {

@@ -40,6 +40,8 @@ watchNamespace: tenant-a
 leaderElection:
   leaseName: custom-lease
   leaseDurationSeconds: 30
+grafanaDashboard:
+  enabled: true
 "#;
 
 const NODE_CUSTOM_VALUES: &str = r#"
@@ -498,4 +500,254 @@ fn rag_node_chart_renders_what_custom_values_say() {
     let vct = &one(&docs, "StatefulSet")["spec"]["volumeClaimTemplates"][0]["spec"];
     assert_eq!(vct["storageClassName"], "fast");
     assert_eq!(vct["resources"]["requests"]["storage"], "5Gi");
+}
+
+/// The operator's exposition with every metric in it: a family is encoded only once it has a
+/// child, so each gets one; the count below fails until every registered metric shows.
+fn operator_exposition() -> String {
+    use rag_sync::operator::metrics::OperatorMetrics;
+    let m = OperatorMetrics::new();
+    let l = OperatorMetrics::labels(&[("policy", "ns/p")]);
+    let _ = m.reconciles.get_or_create(&l);
+    let _ = m.reconcile_errors.get_or_create(&l);
+    let _ = m.member_lag_seconds.get_or_create(&l);
+    let _ = m.member_pending.get_or_create(&l);
+    let _ = m.policy_max_lag_seconds.get_or_create(&l);
+    let _ = m.policy_lagging_edges.get_or_create(&l);
+    let _ = m.node_requests.get_or_create(&l);
+    let _ = m.conflicts.get_or_create(&l);
+    let text = m.encode();
+    assert_registered_all(&text, "src/operator/metrics.rs", "operator_exposition");
+    text
+}
+
+/// The node's exposition with every metric in it (its families get a child through the calls
+/// that feed them).
+fn node_exposition() -> String {
+    let m = rag_sync::sync::metrics::Metrics::new();
+    m.transferred("peer", 1, 1, 1, true);
+    m.delivered("peer", 2_000, &[1_000]);
+    let text = m.encode();
+    assert_registered_all(&text, "src/sync/metrics.rs", "node_exposition");
+    text
+}
+
+/// As many metrics in `exposition` as `source` registers.
+fn assert_registered_all(exposition: &str, source: &str, helper: &str) {
+    let code = std::fs::read_to_string(repo_root().join(source)).unwrap();
+    let registered = code.matches("registry.register").count();
+    let encoded = exposition
+        .lines()
+        .filter(|l| l.starts_with("# TYPE "))
+        .count();
+    assert_eq!(
+        encoded, registered,
+        "{source} registers {registered} metrics but {encoded} are encoded: give the new \
+         families a child in {helper}() (tests/helm_render.rs)\n{exposition}"
+    );
+}
+
+/// The sample names a Prometheus text exposition can carry, from its `# TYPE` lines:
+/// `<name>_total` for a counter, `_bucket`, `_sum` and `_count` for a histogram, the name
+/// itself for a gauge.
+fn sample_names(exposition: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        out.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+    }
+    out
+}
+
+/// The metric names (every `ragsync_...` identifier) of a PromQL expression.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut out = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| !is_ident(c)).unwrap_or(tail.len());
+        let ident = &tail[..end];
+        if ident.starts_with("ragsync_") {
+            out.insert(ident.to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Every panel of a dashboard, rows' nested panels included (rows themselves excluded).
+fn dashboard_panels(dashboard: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for p in dashboard["panels"].as_array().expect("panels") {
+        if p["type"] == "row" {
+            out.extend(p["panels"].as_array().into_iter().flatten());
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_grafana_dashboard_is_opt_in_and_uses_only_metrics_the_code_registers() {
+    let (release, ns) = ("ops", "rag-sync-system");
+    let docs = render(OPERATOR_CHART, release, ns, None);
+    assert!(
+        of_kind(&docs, "ConfigMap").is_empty(),
+        "no dashboard by default"
+    );
+
+    let docs = render(
+        OPERATOR_CHART,
+        release,
+        ns,
+        Some("grafanaDashboard:\n  enabled: true\n"),
+    );
+    let cm = one(&docs, "ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], ns);
+    assert_eq!(
+        cm["metadata"]["labels"]["grafana_dashboard"], "1",
+        "the Grafana sidecar's usual label"
+    );
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/instance"],
+        release
+    );
+    let data = cm["data"].as_object().expect("data");
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["rag-sync.json"],
+        "one dashboard file"
+    );
+    let text = data["rag-sync.json"].as_str().unwrap();
+    let shipped = std::fs::read_to_string(
+        repo_root()
+            .join(OPERATOR_CHART)
+            .join("dashboards/rag-sync.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        text,
+        shipped.trim_end(),
+        "the chart's dashboards/rag-sync.json, whole"
+    );
+    let dashboard: Value = serde_json::from_str(text).expect("the dashboard is valid JSON");
+    assert_eq!(dashboard["uid"], "rag-sync");
+    assert!(dashboard["title"].is_string());
+
+    // Every panel queries the data source variable with at least one expression, and every
+    // metric it names is one the operator or the node registers.
+    let registered: BTreeSet<String> = sample_names(&operator_exposition())
+        .into_iter()
+        .chain(sample_names(&node_exposition()))
+        .collect();
+    assert!(
+        registered.contains("ragsync_operator_reconciles_total")
+            && registered.contains("ragsync_delivery_latency_seconds_bucket")
+            && registered.contains("ragsync_waiting_requests"),
+        "the registries' names are read: {registered:?}"
+    );
+    let panels = dashboard_panels(&dashboard);
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    let mut used = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for p in &panels {
+        let title = p["title"].as_str().expect("a panel title");
+        assert!(
+            ids.insert(p["id"].as_i64().expect("a panel id")),
+            "{title}: unique id"
+        );
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            let expr = t["expr"].as_str().expect("a PromQL expr");
+            let names = metric_names(expr);
+            assert!(
+                !names.is_empty(),
+                "{title}: {expr} names no rag-sync metric"
+            );
+            used.extend(names);
+        }
+        for key in ["x", "y", "w", "h"] {
+            assert!(p["gridPos"][key].is_u64(), "{title}: gridPos.{key}");
+        }
+    }
+    for v in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
+        for key in ["definition"] {
+            if let Some(q) = v[key].as_str() {
+                used.extend(metric_names(q));
+            }
+        }
+    }
+    let unknown: Vec<&String> = used.iter().filter(|n| !registered.contains(*n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses metrics nothing registers: {unknown:?}\nregistered: {registered:?}"
+    );
+    // What the dashboard is for.
+    for name in [
+        "ragsync_operator_member_lag_seconds",
+        "ragsync_operator_member_pending_changes",
+        "ragsync_operator_policy_max_lag_seconds",
+        "ragsync_operator_policy_lagging_edges",
+        "ragsync_operator_conflicts",
+        "ragsync_operator_config_pushes_total",
+        "ragsync_operator_reconcile_duration_seconds_bucket",
+        "ragsync_delivery_latency_seconds_bucket",
+        "ragsync_sync_errors_total",
+        "ragsync_conflicts_resolved_total",
+        "ragsync_waiting_requests",
+    ] {
+        assert!(used.contains(name), "a panel over {name}");
+    }
+
+    // Labels, annotations and the namespace can be set.
+    let docs = render(
+        OPERATOR_CHART,
+        release,
+        ns,
+        Some(
+            "grafanaDashboard:\n  enabled: true\n  namespace: monitoring\n  labels:\n    grafana_dashboard: \"yes\"\n    team: search\n  annotations:\n    grafana_folder: rag-sync\n",
+        ),
+    );
+    let cm = one(&docs, "ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "yes");
+    assert_eq!(cm["metadata"]["labels"]["team"], "search");
+    assert_eq!(
+        cm["metadata"]["annotations"],
+        json!({"grafana_folder": "rag-sync"})
+    );
+}
+
+#[test]
+fn the_metric_name_scanner_finds_every_name() {
+    assert_eq!(
+        metric_names(
+            "histogram_quantile(0.99, sum by (le) (rate(ragsync_x_bucket{policy=~\"$p\"}[$__rate_interval]))) / ragsync_y"
+        ),
+        BTreeSet::from(["ragsync_x_bucket".to_string(), "ragsync_y".to_string()])
+    );
+    assert_eq!(
+        sample_names(
+            "# HELP a_b x\n# TYPE a_b counter\n# TYPE h histogram\n# TYPE g gauge\na_b_total 1\n"
+        ),
+        BTreeSet::from(["a_b_total", "h_bucket", "h_sum", "h_count", "g"].map(String::from))
+    );
 }

@@ -43,6 +43,14 @@ const OPERATOR_BAD_VALUES: &[(&str, &[&str])] = &[
         "networkPolicy:\n  egress:\n    apiServer:\n      cidrs: [\"10.0.0.1\"]\n",
         &["/networkPolicy/egress/apiServer/cidrs/0"],
     ),
+    (
+        "grafanaDashboard:\n  enabled: \"yes\"\n",
+        &["/grafanaDashboard/enabled", "want boolean"],
+    ),
+    (
+        "grafanaDashboard:\n  enabled: true\n  labels:\n    grafana_dashboard: 1\n",
+        &["/grafanaDashboard/labels/grafana_dashboard", "want string"],
+    ),
 ];
 
 const NODE_BAD_VALUES: &[(&str, &[&str])] = &[

@@ -4,7 +4,9 @@
 //! The decisions are pure ([`members`], [`topology`], [`lag`], [`status`], [`events`],
 //! [`conditions`]) so that they can be unit- and property-tested without a cluster; [`crd`]
 //! holds the resource types from which the CRD YAML is generated; [`controller`], [`leader`]
-//! and [`node_client`] are the IO edges.
+//! and [`node_client`] are the IO edges. [`plugin`] is `kubectl ragsync` (the
+//! `kubectl-ragsync` binary): pure views and tables over the resources and the nodes' own
+//! status, and the reads behind them.
 
 pub mod conditions;
 pub mod controller;
@@ -15,5 +17,6 @@ pub mod leader;
 pub mod members;
 pub mod metrics;
 pub mod node_client;
+pub mod plugin;
 pub mod status;
 pub mod topology;

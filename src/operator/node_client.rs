@@ -190,6 +190,21 @@ impl NodeClient {
         })
     }
 
+    /// `GET {endpoint}{path_and_query}`, decoded as `T`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        path_and_query: &str,
+    ) -> Result<T, NodeError> {
+        self.call::<(), _>(
+            Method::GET,
+            format!("{endpoint}{path_and_query}"),
+            None,
+            None,
+        )
+        .await
+    }
+
     pub async fn status(&self, endpoint: &str) -> Result<NodeStatus, NodeError> {
         self.call::<(), _>(Method::GET, format!("{endpoint}/admin/status"), None, None)
             .await
