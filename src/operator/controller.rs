@@ -281,9 +281,12 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
         ctx.event(policy, note).await;
     }
 
-    let (configs_applied, mut to_sync) = pass
+    let (configs_applied, peers_changed) = pass
         .push_configs(&plan, &base, &observed, &mut problems)
         .await;
+    // A node runs a round itself when its config changes, and a live one delivers from then
+    // on; only batch-only nodes get the two rounds that spread what the first pulled.
+    let mut to_sync = if base.live { Vec::new() } else { peers_changed };
     pass.clear_configs(&members::leaving(&selection, &pods))
         .await;
     if pass.sync_requested() && !spec.paused {
@@ -366,8 +369,7 @@ impl Pass<'_> {
         observed: &[Observed],
         problems: &mut Vec<(String, String)>,
     ) -> (bool, Vec<String>) {
-        let mut applied = true;
-        let mut peers_changed = Vec::new();
+        let mut pushes = Vec::new();
         for o in observed
             .iter()
             .filter(|o| o.member.managed && o.node.is_ok())
@@ -380,24 +382,43 @@ impl Pass<'_> {
             if self.policy.spec.paused {
                 desired.peers.clear();
             }
-            if status::config_in_place(o, &desired) {
-                continue;
+            if !status::config_in_place(o, &desired) {
+                pushes.push(self.push_config(o, desired));
             }
-            self.ctx.metrics.config_pushes.inc();
-            match self.nodes.put_config(&o.member.endpoint, &desired).await {
-                Ok(_) => {
-                    tracing::info!(policy = %self.key, member = %o.member.name, peers = desired.peers.len(), "node config updated");
-                    if !status::peers_in_place(o, &desired) {
-                        peers_changed.push(o.member.endpoint.clone());
-                    }
-                }
+        }
+        let results: Vec<_> = futures::stream::iter(pushes)
+            .buffered(NODE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut applied = true;
+        let mut peers_changed = Vec::new();
+        for r in results {
+            match r {
+                Ok(Some(endpoint)) => peers_changed.push(endpoint),
+                Ok(None) => {}
                 Err(e) => {
                     applied = false;
-                    problems.push(("ConfigPushFailed".into(), e.to_string()));
+                    problems.push(("ConfigPushFailed".into(), e));
                 }
             }
         }
         (applied, peers_changed)
+    }
+
+    /// PUTs `desired` to the member; `Some(endpoint)` when that changed its peers.
+    async fn push_config(
+        &self,
+        o: &Observed,
+        desired: SyncConfig,
+    ) -> Result<Option<String>, String> {
+        self.ctx.metrics.config_pushes.inc();
+        match self.nodes.put_config(&o.member.endpoint, &desired).await {
+            Ok(_) => {
+                tracing::info!(policy = %self.key, member = %o.member.name, peers = desired.peers.len(), "node config updated");
+                Ok((!status::peers_in_place(o, &desired)).then(|| o.member.endpoint.clone()))
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Takes every peer out of the configs at `endpoints` (best effort).
@@ -669,6 +690,10 @@ async fn reconcile_policy(policy: Arc<SyncPolicy>, ctx: Arc<Ctx>) -> Result<Acti
     ctx.memory(&key_of(policy.as_ref()), |m| m.failures = 0);
     ctx.metrics
         .reconcile_seconds
+        .get_or_create(&OperatorMetrics::labels(&[(
+            "policy",
+            &key_of(policy.as_ref()),
+        )]))
         .observe(started.elapsed().as_secs_f64());
     Ok(Action::requeue(every))
 }
