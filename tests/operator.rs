@@ -142,16 +142,7 @@ async fn mesh_hub_and_spoke_membership_conflicts_and_steady_state() {
         condition(s, "Converged").is_some_and(|(st, _)| st == "True")
     })
     .await;
-    let versions = |env: &Env| {
-        env.c.kubectl_ok(&[
-            "get",
-            "syncpeers,syncpolicies",
-            "-n",
-            &env.ns,
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
-        ])
-    };
+    let versions = |env: &Env| env.resource_versions();
     // Let in-flight background rounds settle, then watch a quiet 30 s window.
     env.wait_policy("docs", "no pending changes", |s| s["maxLagSeconds"] == 0)
         .await;

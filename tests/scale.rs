@@ -157,17 +157,6 @@ async fn wait_converged(env: &Env, n: usize) -> Value {
     .await
 }
 
-fn resource_versions(env: &Env) -> String {
-    env.c.kubectl_ok(&[
-        "get",
-        "syncpeers,syncpolicies",
-        "-n",
-        &env.ns,
-        "-o",
-        "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
-    ])
-}
-
 #[tokio::test]
 async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady_state() {
     let n = env_usize("RAGSYNC_SCALE_MEMBERS", 40).clamp(4, 250);
@@ -280,7 +269,7 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
     let metric = |name: &'static str| env.operator_metric("op-scale", name);
     let status_calls = "ragsync_operator_node_requests_total{call=\"GET /admin/status\"}";
     let all_calls = "ragsync_operator_node_requests_total";
-    let versions = resource_versions(&env);
+    let versions = env.resource_versions();
     let pushes = metric("ragsync_operator_config_pushes_total").await;
     let (calls, statuses) = (metric(all_calls).await, metric(status_calls).await);
     let rounds_started = Instant::now();
@@ -291,7 +280,7 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
     let round_s = rounds_started.elapsed().as_secs_f64() / 3.0;
     let (calls_after, statuses_after) = (metric(all_calls).await, metric(status_calls).await);
     assert_eq!(
-        resource_versions(&env),
+        env.resource_versions(),
         versions,
         "no status writes while quiet"
     );

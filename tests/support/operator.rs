@@ -260,6 +260,18 @@ impl Env {
         }
     }
 
+    /// `name=resourceVersion` of every SyncPeer and SyncPolicy: unchanged means no writes.
+    pub fn resource_versions(&self) -> String {
+        self.c.kubectl_ok(&[
+            "get",
+            "syncpeers,syncpolicies",
+            "-n",
+            &self.ns,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
+        ])
+    }
+
     /// The metrics port of a running operator.
     pub fn operator_port(&self, identity: &str) -> u16 {
         self.operators

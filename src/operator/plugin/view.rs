@@ -243,20 +243,14 @@ pub fn members(peers: &[SyncPeer], pods: Option<&[Arc<Pod>]>) -> Vec<MemberRef> 
             for a in &membership.absent {
                 let mut view = match reported(&a.peer, &a.pod) {
                     Some(st) => member_view(&a.peer, false, st),
-                    None => MemberView {
-                        name: a.pod.clone(),
-                        peer: a.peer.clone(),
-                        external: false,
-                        node_id: None,
-                        endpoint: None,
-                        ready: false,
-                        watermark: None,
-                        conflicts: 0,
-                        lag_seconds: 0,
-                        pending_changes: 0,
-                        last_error: None,
-                        node: NodeRead::NotRead,
-                    },
+                    None => member_view(
+                        &a.peer,
+                        false,
+                        &MemberStatus {
+                            pod: a.pod.clone(),
+                            ..Default::default()
+                        },
+                    ),
                 };
                 view.ready = false;
                 out.push(MemberRef {
@@ -328,20 +322,15 @@ fn reported_members(peer: &SyncPeer) -> Vec<MemberRef> {
         .collect();
     if let (true, Some(e)) = (listed.is_empty(), external) {
         out.push(MemberRef {
-            view: MemberView {
-                name: peer.name_any(),
-                peer: peer.name_any(),
-                external: true,
-                node_id: None,
-                endpoint: Some(e.clone()),
-                ready: false,
-                watermark: None,
-                conflicts: 0,
-                lag_seconds: 0,
-                pending_changes: 0,
-                last_error: None,
-                node: NodeRead::NotRead,
-            },
+            view: member_view(
+                &peer.name_any(),
+                true,
+                &MemberStatus {
+                    pod: peer.name_any(),
+                    endpoint: Some(e.clone()),
+                    ..Default::default()
+                },
+            ),
             target: Target::External { endpoint: e },
         });
     }
