@@ -68,6 +68,9 @@ struct Memory {
     metric_members: BTreeSet<String>,
 }
 
+/// Longest a reconcile waits for the caches' first full list before it retries.
+const CACHE_WAIT: Duration = Duration::from_secs(5);
+
 /// Node calls one pass has in flight at most.
 const NODE_CONCURRENCY: usize = 32;
 
@@ -171,21 +174,29 @@ impl Ctx {
     /// Never decide from half-filled caches (a new leader would see no members and write an
     /// empty status): waits until the first full list of policies, peers and pods is in.
     async fn caches_ready(&self) -> Result<(), Error> {
-        let retry = |what: &str, e: reflector::store::WriterDropped| {
-            Error::Retry(format!("{what} cache: {e}"))
+        // Bounded: a reconcile that started while the caches were filling was seen to wait
+        // on a store's readiness forever (49 of 50 policies never got a status); retrying
+        // after a backoff finds the store ready.
+        let ready = async {
+            let retry = |what: &str, e: reflector::store::WriterDropped| {
+                Error::Retry(format!("{what} cache: {e}"))
+            };
+            self.policies
+                .wait_until_ready()
+                .await
+                .map_err(|e| retry("SyncPolicy", e))?;
+            self.peers
+                .wait_until_ready()
+                .await
+                .map_err(|e| retry("SyncPeer", e))?;
+            self.pods
+                .wait_until_ready()
+                .await
+                .map_err(|e| retry("Pod", e))
         };
-        self.policies
-            .wait_until_ready()
+        tokio::time::timeout(CACHE_WAIT, ready)
             .await
-            .map_err(|e| retry("SyncPolicy", e))?;
-        self.peers
-            .wait_until_ready()
-            .await
-            .map_err(|e| retry("SyncPeer", e))?;
-        self.pods
-            .wait_until_ready()
-            .await
-            .map_err(|e| retry("Pod", e))
+            .map_err(|_| Error::Retry("caches not filled yet".into()))?
     }
 
     fn memory<T>(&self, key: &str, f: impl FnOnce(&mut Memory) -> T) -> T {
