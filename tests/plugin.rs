@@ -13,7 +13,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use serde_json::{json, Value};
@@ -308,14 +308,12 @@ async fn status_sync_and_conflicts_read_live_from_the_nodes() {
         "jsonpath={.metadata.annotations.ragsync\\.io/sync-now}",
     ]);
     assert_eq!(annotation, value);
-    let start = Instant::now();
-    while triggers(&env).await < before + 3.0 {
-        assert!(
-            start.elapsed() < WAIT,
-            "the operator ran no sync round for the annotation"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "the operator's sync round for the annotation",
+        WAIT,
+        || async { (triggers(&env).await >= before + 3.0).then_some(()) },
+    )
+    .await;
     // A second request is a new value, so it asks again.
     let again = plugin(&kc, &ns, &["sync", "docs"]).await;
     assert_eq!(again.code, 0, "{}", again.stderr);

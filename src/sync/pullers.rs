@@ -73,25 +73,33 @@ impl Pullers {
         now_ms: u64,
     ) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, p| now_ms.saturating_sub(p.last_seen_ms) < FORGET_AFTER_MS);
-        if map.len() >= MAX_PULLERS && !map.contains_key(&node) {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, p)| p.last_seen_ms)
-                .map(|(n, _)| *n)
-            {
-                map.remove(&oldest);
+        // The common case, a known puller asking again: updated in place, nothing allocated
+        // unless its wait names another quiet list.
+        if let Some(p) = map.get_mut(&node).filter(|p| p.filter == *filter) {
+            p.since = p.since.max(since);
+            if let Some(q) = quiet.filter(|q| *q != p.quiet.as_slice()) {
+                p.quiet = q.to_vec();
+            }
+            p.last_seen_ms = now_ms;
+            return;
+        }
+        // A new puller (or a new filter): forget the long unseen, and the oldest when full.
+        if !map.contains_key(&node) {
+            map.retain(|_, p| now_ms.saturating_sub(p.last_seen_ms) < FORGET_AFTER_MS);
+            if map.len() >= MAX_PULLERS {
+                if let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, p)| p.last_seen_ms)
+                    .map(|(n, _)| *n)
+                {
+                    map.remove(&oldest);
+                }
             }
         }
-        let same = map.get(&node).filter(|p| p.filter == *filter);
         let puller = Puller {
-            since: same.map_or(since, |p| p.since.max(since)),
+            since,
             filter: filter.clone(),
-            quiet: match (quiet, same) {
-                (Some(q), _) => q.to_vec(),
-                (None, Some(p)) => p.quiet.clone(),
-                (None, None) => Vec::new(),
-            },
+            quiet: quiet.map(<[NodeId]>::to_vec).unwrap_or_default(),
             last_seen_ms: now_ms,
         };
         map.insert(node, puller);
