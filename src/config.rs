@@ -51,6 +51,10 @@ pub struct PeerConfig {
     pub peer_id: String,
     /// Base URL of the peer's sync server, e.g. `http://10.0.0.6:8090`.
     pub endpoint: String,
+    /// The IP address the endpoint's host name stands for, used instead of a DNS lookup
+    /// (the operator names pods by their stable DNS names, which their certificates hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
     #[serde(default)]
     pub direction: Direction,
     /// Collections exchanged with this peer; empty means all.
@@ -140,6 +144,7 @@ impl SyncConfig {
             ));
         }
         let mut seen = std::collections::BTreeSet::new();
+        let mut addresses = std::collections::BTreeMap::new();
         for (i, p) in self.peers.iter().enumerate() {
             if p.peer_id.trim().is_empty() {
                 return Err(format!("peers[{i}].peer_id must not be empty"));
@@ -151,6 +156,21 @@ impl SyncConfig {
                 ));
             }
             validate_endpoint(&p.endpoint).map_err(|e| format!("peers[{i}].endpoint: {e}"))?;
+            if let Some(ip) = p.address {
+                let host = endpoint_dns_name(&p.endpoint).ok_or_else(|| {
+                    format!(
+                        "peers[{i}].address: '{}' names its host by IP; an address is only for a DNS name",
+                        p.endpoint
+                    )
+                })?;
+                if let Some((j, other)) = addresses.insert(host.clone(), (i, ip)) {
+                    if other != ip {
+                        return Err(format!(
+                            "peers[{i}].address: {ip} for '{host}', but peers[{j}] says {other}"
+                        ));
+                    }
+                }
+            }
             for c in &p.collections {
                 crate::model::validate_name(c)
                     .map_err(|e| format!("peers[{i}].collections: {e}"))?;
@@ -161,6 +181,14 @@ impl SyncConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The host of `endpoint` when it is a DNS name (not an IP address).
+pub fn endpoint_dns_name(endpoint: &str) -> Option<String> {
+    match url::Url::parse(endpoint).ok()?.host()? {
+        url::Host::Domain(d) => Some(d.to_string()),
+        _ => None,
     }
 }
 
@@ -221,6 +249,7 @@ mod tests {
         c.peers.push(PeerConfig {
             peer_id: "a".into(),
             endpoint: "ftp://x".into(),
+            address: None,
             direction: Direction::Both,
             collections: vec![],
             exclude_collections: vec![],

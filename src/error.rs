@@ -19,6 +19,9 @@ pub enum Error {
     EmbeddingMismatch(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A valid credential without the power the request needs.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     /// The node holds as many waiting requests as it allows.
@@ -58,6 +61,7 @@ impl Error {
             Error::ClockDrift(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::EmbeddingMismatch(_) => StatusCode::CONFLICT,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyWaiting(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Peer { .. } | Error::PeerRefused { .. } | Error::PeerUnreachable { .. } => {
@@ -77,6 +81,7 @@ impl Error {
             Error::ClockDrift(_) => "clock_drift",
             Error::EmbeddingMismatch(_) => "embedding_mismatch",
             Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
             Error::PayloadTooLarge(_) => "body_too_large",
             Error::TooManyWaiting(_) => "too_many_waiting",
             Error::Peer { .. } => "peer_error",
@@ -96,6 +101,7 @@ impl Error {
         "clock_drift",
         "embedding_mismatch",
         "unauthorized",
+        "forbidden",
         "body_too_large",
         "too_many_waiting",
         "peer_error",
@@ -139,6 +145,7 @@ mod tests {
             Error::Conflict("x".into()),
             Error::EmbeddingMismatch("x".into()),
             Error::Unauthorized("x".into()),
+            Error::Forbidden("x".into()),
             Error::PayloadTooLarge("x".into()),
             Error::TooManyWaiting("x".into()),
             Error::Peer {

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 /// The library's top-level modules, lowest layer first; modules in one layer may not use
 /// each other.
 const LAYERS: &[&[&str]] = &[
-    &["hlc", "logging", "shutdown"],
+    &["hlc", "logging", "reload", "shutdown"],
     &["error", "model"],
-    &["config", "http"],
+    &["auth", "config", "http", "tls"],
     &["wire"],
     &["merge"],
     &["store"],

@@ -30,7 +30,7 @@ async fn node_with_clock(id: u16, clock: HlcClock) -> Node {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = rag_sync::node::app(manager.clone(), None);
+    let app = rag_sync::node::app(manager.clone(), rag_sync::auth::Access::default());
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -54,6 +54,7 @@ fn peer(id: &str, url: &str) -> PeerConfig {
     PeerConfig {
         peer_id: id.into(),
         endpoint: url.into(),
+        address: None,
         direction: Direction::Pull,
         collections: vec![],
         exclude_collections: vec![],

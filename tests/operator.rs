@@ -240,6 +240,81 @@ async fn mesh_hub_and_spoke_membership_conflicts_and_steady_state() {
     }
 }
 
+/// The nodes serve HTTPS with mutual TLS and keep `/admin/*` behind the admin token: the
+/// operator reaches them at their pods' DNS names with the policy's CA, its client
+/// certificate and the admin token; the nodes reach each other the same way (the operator
+/// tells them each name's address) with the sync token; a write is delivered live.
+#[tokio::test]
+async fn nodes_behind_mutual_tls_and_two_tokens_sync_live() {
+    let mut env = Env::new_tls("e2e-tls", &[141, 142, 143]).await;
+    for i in 0..3 {
+        env.create_pod(i, json!({"role": "spoke"})).await;
+    }
+    env.apply(
+        r#"
+apiVersion: ragsync.io/v1alpha1
+kind: SyncPeer
+metadata: {name: spokes, labels: {ragsync.io/policy: docs}}
+spec:
+  selector: {matchLabels: {role: spoke}}
+  port: PORT
+---
+apiVersion: ragsync.io/v1alpha1
+kind: SyncPolicy
+metadata: {name: docs}
+spec:
+  peerSelector: {matchLabels: {ragsync.io/policy: docs}}
+  topology: {type: Mesh}
+  interval: 1h
+  statusInterval: 1s
+  authSecretRef: {name: rag-sync-admin-token}
+  tls:
+    caSecretRef: {name: rag-sync-ca}
+    clientCertSecretRef: {name: rag-sync-operator-tls}
+"#,
+    );
+    env.start_operator("op").await;
+    env.wait_node_peers(0, &["rag-1", "rag-2"]).await;
+    let cfg = env.nodes[0].ok("GET", "/admin/config", None).await;
+    let peer = &cfg["peers"][0];
+    assert_eq!(
+        peer["endpoint"],
+        format!("https://rag-1.rag.{}.svc:{}", env.ns, env.port),
+        "{cfg:#}"
+    );
+    assert_eq!(
+        peer["address"],
+        env.nodes[1].addr.ip().to_string(),
+        "{cfg:#}"
+    );
+
+    // No timer on the path (the interval is an hour): live delivery over HTTPS.
+    env.nodes[0].create_collection("docs", json!({})).await;
+    env.nodes[0].put_doc("docs", "secret", "over mTLS").await;
+    wait_doc(&env, 1, "secret").await;
+    wait_doc(&env, 2, "secret").await;
+    env.wait_policy("docs", "Ready with 3 members", |s| {
+        ready(s) && s["readyMembers"] == 3
+    })
+    .await;
+
+    // A CA the nodes' certificates do not chain to: every member says why.
+    let other = support::pki::Ca::new(env.ca.as_ref().unwrap().1.path(), "other");
+    let pem = std::fs::read_to_string(&other.ca_file).unwrap();
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: rag-sync-ca}}\nstringData:\n  ca.crt: |\n{}",
+        pem.lines().map(|l| format!("    {l}\n")).collect::<String>()
+    ));
+    let s = env
+        .wait_policy("docs", "Degraded by the wrong CA", |s| {
+            condition(s, "Degraded").is_some_and(|(st, _)| st == "True")
+        })
+        .await;
+    let peer = env.peer_status("spokes").await;
+    let err = peer["members"][0]["lastError"].as_str().unwrap_or_default();
+    assert!(err.contains("certificate"), "{err}\n{s:#}\n{peer:#}");
+}
+
 #[tokio::test]
 async fn node_failure_is_degraded_with_a_reason_and_recovers() {
     let mut env = Env::new("e2e-fail", &[131, 132]).await;

@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use axum::serve::ListenerExt;
+use anyhow::Context;
 use clap::Parser;
+use rag_sync::auth::{Access, Token};
 use rag_sync::hlc::{HlcClock, SkewedClock};
 use rag_sync::logging::LogFormat;
 use rag_sync::store::{SqliteStore, Store};
 use rag_sync::sync::client::ClientOptions;
 use rag_sync::sync::SyncManager;
+use rag_sync::tls::TlsFiles;
 
 /// A RAG node whose document collections rag-sync keeps in sync with its peers.
 #[derive(Parser, Debug)]
@@ -25,9 +26,27 @@ struct Args {
     /// 16-bit node id; when absent, generated once and kept in the data directory.
     #[arg(long, env = "RAG_NODE_ID")]
     node_id: Option<u16>,
-    /// File holding the bearer token for the sync and admin APIs (overrides RAG_SYNC_TOKEN).
-    #[arg(long)]
+    /// File holding the sync token (one per line; the first is sent to peers, all are
+    /// accepted). Re-read when it changes. Overrides RAG_SYNC_TOKEN.
+    #[arg(long, env = "RAG_NODE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// File holding the admin token, which alone opens `/admin/*` once set. Re-read when it
+    /// changes.
+    #[arg(long, env = "RAG_NODE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Serving certificate (PEM chain); with --tls-key-file the node speaks only HTTPS and
+    /// presents this certificate to peers that ask for one. Re-read when it changes.
+    #[arg(long, env = "RAG_NODE_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "RAG_NODE_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Mutual TLS: every request but the probes needs a client certificate from this CA.
+    #[arg(long, env = "RAG_NODE_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// CA (PEM) that peers' certificates are verified against, besides the system's roots.
+    #[arg(long, env = "RAG_NODE_PEER_CA_FILE")]
+    peer_ca_file: Option<PathBuf>,
     /// Refuse remote timestamps further ahead of the local clock than this.
     #[arg(long, default_value_t = rag_sync::hlc::DEFAULT_MAX_DRIFT_MS, env = "RAG_NODE_MAX_CLOCK_DRIFT_MS")]
     max_clock_drift_ms: u64,
@@ -44,17 +63,31 @@ struct Args {
     log_format: LogFormat,
 }
 
-fn read_token(args: &Args) -> anyhow::Result<Option<String>> {
-    let raw = match &args.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading token file {}", f.display()))?,
-        ),
-        None => std::env::var("RAG_SYNC_TOKEN").ok(),
+fn access(args: &Args) -> anyhow::Result<Access> {
+    let sync = match &args.token_file {
+        Some(f) => Some(Token::from_file("sync token", f.clone()).map_err(anyhow::Error::msg)?),
+        None => match std::env::var("RAG_SYNC_TOKEN") {
+            Ok(t) => Some(Token::fixed(&t).map_err(|e| anyhow::anyhow!("RAG_SYNC_TOKEN: {e}"))?),
+            Err(_) => None,
+        },
     };
-    match raw.map(|t| t.trim().to_string()) {
-        Some(t) if t.is_empty() => bail!("the sync token is empty"),
-        other => Ok(other),
+    let admin = match &args.admin_token_file {
+        Some(f) => Some(Token::from_file("admin token", f.clone()).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    Ok(Access {
+        sync,
+        admin,
+        client_certificates: args.tls_client_ca_file.is_some(),
+    })
+}
+
+fn tls_files(args: &Args) -> TlsFiles {
+    TlsFiles {
+        cert: args.tls_cert_file.clone().zip(args.tls_key_file.clone()),
+        client_ca: args.tls_client_ca_file.clone(),
+        peer_ca: args.peer_ca_file.clone(),
+        check_always: false,
     }
 }
 
@@ -62,7 +95,10 @@ fn read_token(args: &Args) -> anyhow::Result<Option<String>> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     rag_sync::logging::init(args.log_format, "info");
-    let token = read_token(&args)?;
+    let access = access(&args)?;
+    let tls = tls_files(&args);
+    let server_tls = tls.server_config().map_err(anyhow::Error::msg)?;
+    let client_tls = tls.client_config().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let clock = HlcClock::new(SkewedClock(args.clock_offset_ms), args.max_clock_drift_ms);
@@ -70,7 +106,8 @@ async fn main() -> anyhow::Result<()> {
         .context("opening the store")?;
     let store: Arc<dyn Store> = Arc::new(store);
     let opts = ClientOptions {
-        token: token.clone(),
+        token: access.sync.clone(),
+        tls: client_tls,
         ..ClientOptions::default()
     };
     let manager = SyncManager::open(store.clone(), opts).await?;
@@ -79,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
     ));
     manager.feed().set_max_waiting(args.max_waiting);
     manager.start_scheduler();
-    let app = rag_sync::node::app(manager.clone(), token.map(Arc::from));
+    let https = server_tls.is_some();
+    let app = rag_sync::node::app(manager.clone(), access);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -87,18 +125,18 @@ async fn main() -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         node_id = %store.node_id(),
         incarnation = store.incarnation(),
+        https,
         "rag-node ready"
     );
-    axum::serve(listener.tap_io(rag_sync::node::nodelay), app)
-        .with_graceful_shutdown({
-            let manager = manager.clone();
-            async move {
-                rag_sync::shutdown::signal().await;
-                // Waiting requests answer now, so that the graceful stop does not wait them out.
-                manager.shutdown();
-            }
-        })
-        .await?;
+    let shutdown = {
+        let manager = manager.clone();
+        async move {
+            rag_sync::shutdown::signal().await;
+            // Waiting requests answer now, so that the graceful stop does not wait them out.
+            manager.shutdown();
+        }
+    };
+    rag_sync::node::serve::serve(listener, server_tls, app, shutdown).await?;
     manager.shutdown();
     tracing::info!("rag-node stopped");
     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod data;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Access;
 use crate::store::Store;
 use crate::sync::SyncManager;
 
@@ -56,9 +58,10 @@ pub struct NodeState {
     pub manager: Arc<SyncManager>,
 }
 
-/// The whole node app: data, sync and admin routes, probes and metrics, with bearer-token
-/// authentication (when `token` is set), compression both ways and request tracing.
-pub fn app(manager: Arc<SyncManager>, token: Option<Arc<str>>) -> Router {
+/// The whole node app: data, sync and admin routes, probes and metrics, with the checks of
+/// [`Access`] (tokens, client certificates), compression both ways and request tracing.
+pub fn app(manager: Arc<SyncManager>, access: Access) -> Router {
+    let access = Arc::new(access);
     let state = NodeState {
         store: manager.store().clone(),
         manager: manager.clone(),
@@ -75,7 +78,7 @@ pub fn app(manager: Arc<SyncManager>, token: Option<Arc<str>>) -> Router {
         .merge(crate::sync::server::router(manager))
         .fallback(crate::http::not_found)
         .layer(axum::middleware::from_fn(move |req, next| {
-            crate::http::require_token(token.clone(), req, next)
+            crate::auth::authorize(access.clone(), req, next)
         }))
         .layer(RequestDecompressionLayer::new())
         .layer(

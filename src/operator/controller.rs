@@ -30,6 +30,7 @@ use crate::operator::lag::{self, Lag, StallWatch};
 use crate::operator::members::{self, Selection};
 use crate::operator::metrics::OperatorMetrics;
 use crate::operator::node_client::NodeClient;
+use crate::operator::pod_dns::PodDns;
 use crate::operator::status::{self, EdgeLag, MemberReport, Observation, Observed};
 use crate::operator::topology::{self, Member, Plan};
 
@@ -84,6 +85,9 @@ pub struct Ctx {
     peers: Store<SyncPeer>,
     pods: Store<Pod>,
     memory: Mutex<HashMap<String, Memory>>,
+    /// HTTPS clients of policies with `spec.tls`, by their CA and client certificate.
+    tls_clients: Mutex<HashMap<u64, reqwest::Client>>,
+    pod_dns: Arc<PodDns>,
 }
 
 fn now_ms() -> u64 {
@@ -221,24 +225,66 @@ impl Ctx {
         }
     }
 
+    /// One key of a Secret in the policy's namespace.
+    async fn secret_value(&self, ns: &str, name: &str, key: &str) -> Result<Vec<u8>, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let secret = api
+            .get(name)
+            .await
+            .map_err(|e| format!("reading Secret {ns}/{name}: {e}"))?;
+        secret
+            .data
+            .and_then(|mut d| d.remove(key))
+            .map(|v| v.0)
+            .ok_or_else(|| format!("Secret {ns}/{name} has no key '{key}'"))
+    }
+
     async fn token(&self, policy: &SyncPolicy) -> Result<Option<String>, String> {
         let Some(r) = &policy.spec.auth_secret_ref else {
             return Ok(None);
         };
         let ns = policy.namespace().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
-        let secret = api
-            .get(&r.name)
-            .await
-            .map_err(|e| format!("reading Secret {ns}/{}: {e}", r.name))?;
-        let value = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&r.key))
-            .ok_or_else(|| format!("Secret {ns}/{} has no key '{}'", r.name, r.key))?;
-        let token = String::from_utf8(value.0.clone())
+        let value = self.secret_value(&ns, &r.name, &r.key).await?;
+        let token = String::from_utf8(value)
             .map_err(|_| format!("Secret {ns}/{} key '{}' is not UTF-8", r.name, r.key))?;
         Ok(Some(token.trim().to_string()))
+    }
+
+    /// The HTTPS client of a policy with `spec.tls`, shared by the policies whose CA and
+    /// client certificate are the same; `None` without `spec.tls`.
+    async fn tls_http(&self, policy: &SyncPolicy) -> Result<Option<reqwest::Client>, String> {
+        let Some(tls) = &policy.spec.tls else {
+            return Ok(None);
+        };
+        let ns = policy.namespace().unwrap_or_default();
+        let r = &tls.ca_secret_ref;
+        let ca = self.secret_value(&ns, &r.name, &r.key).await?;
+        let identity = match &tls.client_cert_secret_ref {
+            Some(c) => {
+                let mut pem = self.secret_value(&ns, &c.name, "tls.crt").await?;
+                pem.push(b'\n');
+                pem.extend(self.secret_value(&ns, &c.name, "tls.key").await?);
+                Some(pem)
+            }
+            None => None,
+        };
+        let key = hash_of((&ca, &identity));
+        if let Some(c) = self.lock_tls_clients().get(&key) {
+            return Ok(Some(c.clone()));
+        }
+        let client = NodeClient::tls_http(&ca, identity.as_deref(), self.pod_dns.clone())
+            .map_err(|e| format!("spec.tls: {e}"))?;
+        let mut clients = self.lock_tls_clients();
+        // Rotated CAs leave old entries behind; a few policies' worth is plenty.
+        if clients.len() >= 64 {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(Some(client))
+    }
+
+    fn lock_tls_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, reqwest::Client>> {
+        self.tls_clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -265,11 +311,18 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
         problems.push(("TokenUnavailable".into(), e));
         None
     });
+    let mut nodes = ctx.nodes.with_token(token);
+    match ctx.tls_http(policy).await {
+        Ok(Some(http)) => nodes = nodes.with_http(http),
+        Ok(None) => {}
+        // The default client then refuses the nodes' certificates, so each member reports it.
+        Err(e) => problems.push(("TlsUnavailable".into(), e)),
+    }
     let pass = Pass {
         ctx,
         policy,
         key: key_of(policy),
-        nodes: ctx.nodes.with_token(token),
+        nodes,
     };
     let selection = members::select(policy, &ctx.policies.state(), &ctx.peers.state());
     let pods = ctx.pods.state();
@@ -838,6 +891,8 @@ pub async fn run(
         peers: peers.clone(),
         pods: pods.clone(),
         memory: Mutex::new(HashMap::new()),
+        tls_clients: Mutex::new(HashMap::new()),
+        pod_dns: Arc::new(PodDns(pods.clone())),
     });
     let by_ns = |store: Store<SyncPolicy>| {
         move |ns: Option<String>| -> Vec<ObjectRef<SyncPolicy>> {

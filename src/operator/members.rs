@@ -3,6 +3,7 @@
 //! never by asking the API server.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -52,6 +53,8 @@ pub struct Selection {
     pub contested: BTreeMap<String, Vec<String>>,
     /// Why some selectors select nothing (they could not be read).
     pub invalid: Vec<String>,
+    /// The policy's nodes serve HTTPS (`spec.tls`): pods are named by DNS name.
+    pub tls: bool,
 }
 
 impl Selection {
@@ -131,6 +134,7 @@ pub fn select(
         peers: selected,
         contested,
         invalid,
+        tls: policy.spec.tls.is_some(),
     }
 }
 
@@ -147,16 +151,27 @@ pub fn pod_ready(p: &Pod) -> bool {
 }
 
 /// The sync server's base URL of a pod at `port` (an IPv6 address in brackets).
-pub fn pod_endpoint(pod: &Pod, port: u16) -> String {
+pub fn pod_endpoint(pod: &Pod, port: u16, tls: bool) -> (String, Option<IpAddr>) {
     let ip = pod
         .status
         .as_ref()
         .and_then(|s| s.pod_ip.as_deref())
         .unwrap_or_default();
+    if tls {
+        // A certificate names a pod by its stable DNS name (a StatefulSet pod behind its
+        // headless Service), never by its IP, which changes on every restart.
+        let spec = pod.spec.as_ref();
+        let hostname = spec.and_then(|s| s.hostname.as_deref());
+        let subdomain = spec.and_then(|s| s.subdomain.as_deref());
+        if let (Some(h), Some(d), Some(ns)) = (hostname, subdomain, pod.namespace()) {
+            return (format!("https://{h}.{d}.{ns}.svc:{port}"), ip.parse().ok());
+        }
+    }
+    let scheme = if tls { "https" } else { "http" };
     if ip.contains(':') {
-        format!("http://[{ip}]:{port}")
+        (format!("{scheme}://[{ip}]:{port}"), None)
     } else {
-        format!("http://{ip}:{port}")
+        (format!("{scheme}://{ip}:{port}"), None)
     }
 }
 
@@ -199,18 +214,21 @@ pub fn membership(selection: &Selection, pods: &[Arc<Pod>]) -> Membership {
     let mut out = Membership::default();
     for peer in selection.taking_part() {
         let spec = &peer.spec;
-        let member = |name: String, endpoint: String, managed: bool| Member {
-            peer: peer.name_any(),
-            name,
-            endpoint,
-            node_id: None,
-            direction: spec.direction,
-            collections: spec.collections.clone(),
-            managed,
-        };
+        let member =
+            |name: String, (endpoint, address): (String, Option<IpAddr>), managed: bool| Member {
+                peer: peer.name_any(),
+                name,
+                endpoint,
+                address,
+                node_id: None,
+                direction: spec.direction,
+                collections: spec.collections.clone(),
+                managed,
+            };
         if let Some(endpoint) = &spec.endpoint {
             let endpoint = endpoint.trim_end_matches('/').to_string();
-            out.members.push(member(peer.name_any(), endpoint, false));
+            out.members
+                .push(member(peer.name_any(), (endpoint, None), false));
             continue;
         }
         let selected = match pods_of(peer, pods) {
@@ -222,7 +240,7 @@ pub fn membership(selection: &Selection, pods: &[Arc<Pod>]) -> Membership {
         };
         for pod in selected {
             if pod_ready(&pod) {
-                let endpoint = pod_endpoint(&pod, spec.effective_port());
+                let endpoint = pod_endpoint(&pod, spec.effective_port(), selection.tls);
                 out.members.push(member(pod.name_any(), endpoint, true));
             } else {
                 out.absent.push(Absent {
@@ -245,7 +263,7 @@ pub fn leaving(selection: &Selection, pods: &[Arc<Pod>]) -> Vec<String> {
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|p| pod_ready(p))
-                .map(move |p| pod_endpoint(&p, port))
+                .map(move |p| pod_endpoint(&p, port, selection.tls).0)
         })
         .collect()
 }

@@ -18,5 +18,6 @@ pub mod members;
 pub mod metrics;
 pub mod node_client;
 pub mod plugin;
+pub mod pod_dns;
 pub mod status;
 pub mod topology;

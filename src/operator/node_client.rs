@@ -2,6 +2,7 @@
 //! backlog) and, for external nodes, the sync watermark. Short timeouts: a slow node makes
 //! its member not ready, never a stuck reconcile.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -95,6 +96,13 @@ impl NodeError {
     }
 }
 
+fn base_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .gzip(true)
+}
+
 /// Requests sent to nodes, by call (`GET /admin/status`, ...).
 pub type CallCounter = Family<Vec<(String, String)>, Counter>;
 
@@ -108,10 +116,7 @@ pub struct NodeClient {
 
 impl NodeClient {
     pub fn new(token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .gzip(true)
+        let http = base_builder()
             .build()
             .expect("a reqwest client with static settings builds");
         NodeClient {
@@ -124,6 +129,38 @@ impl NodeClient {
     /// Counts every request in `calls` (the operator's `node_requests` metric).
     pub fn counting(self, calls: CallCounter) -> Self {
         NodeClient { calls, ..self }
+    }
+
+    /// An HTTPS client that trusts only `ca` (PEM), presents `identity` (PEM certificate and
+    /// key) when a node asks for one, and finds hosts with `resolver` ahead of DNS.
+    pub fn tls_http(
+        ca: &[u8],
+        identity: Option<&[u8]>,
+        resolver: Arc<dyn reqwest::dns::Resolve>,
+    ) -> Result<reqwest::Client, String> {
+        let roots = reqwest::Certificate::from_pem_bundle(ca)
+            .map_err(|e| format!("the CA is not PEM certificates: {e}"))?;
+        if roots.is_empty() {
+            return Err("the CA holds no certificate".into());
+        }
+        let mut b = base_builder().tls_certs_only(roots).dns_resolver(resolver);
+        if let Some(id) = identity {
+            b = b.identity(
+                reqwest::Identity::from_pem(id)
+                    .map_err(|e| format!("the client certificate or key is not PEM: {e}"))?,
+            );
+        }
+        b.build()
+            .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+    }
+
+    /// The same token and counters over another client (e.g. [`NodeClient::tls_http`]).
+    pub fn with_http(&self, http: reqwest::Client) -> Self {
+        NodeClient {
+            http,
+            token: self.token.clone(),
+            calls: self.calls.clone(),
+        }
     }
 
     /// Same connection pool, another token.
@@ -165,7 +202,7 @@ impl NodeClient {
                 return Err(NodeError::Unreachable {
                     method,
                     url,
-                    detail: e.to_string(),
+                    detail: crate::sync::client::describe(&e),
                 })
             }
         };

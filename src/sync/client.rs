@@ -1,12 +1,16 @@
 //! `HttpSyncPeer`: the client side of the sync protocol over HTTP (reqwest), with timeouts,
 //! bounded retries with backoff, compressed responses, and errors that name the peer.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::auth::Token;
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::model::{Change, NodeId};
@@ -23,7 +27,61 @@ pub struct ClientOptions {
     /// Attempts per request (1 = no retry). Only transport errors and 5xx are retried.
     pub attempts: u32,
     pub backoff: Duration,
-    pub token: Option<String>,
+    /// The sync token presented to peers (re-read from its file when it changes).
+    pub token: Option<Token>,
+    /// How peers are verified and what this node presents ([`crate::tls`]); `None`:
+    /// reqwest's defaults.
+    pub tls: Option<rustls::ClientConfig>,
+    /// Where hosts of peer endpoints are (`PeerConfig::address`), ahead of DNS.
+    pub addresses: Addresses,
+}
+
+/// Host name → address overrides shared by every peer's requests: the operator names a pod by
+/// its stable DNS name (what its certificate holds) and says which IP that is, so a node
+/// needs no DNS lookup and connects to the pod the operator saw.
+#[derive(Debug, Clone, Default)]
+pub struct Addresses(Arc<RwLock<HashMap<String, IpAddr>>>);
+
+impl Addresses {
+    /// Replaces every override.
+    pub fn set(&self, map: HashMap<String, IpAddr>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    fn get(&self, host: &str) -> Option<IpAddr> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .copied()
+    }
+}
+
+impl reqwest::dns::Resolve for Addresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        resolve_or_lookup(self.get(name.as_str()), name)
+    }
+}
+
+/// A resolver's answer: `known` when there is one, else the system's lookup of `name`.
+pub fn resolve_or_lookup(
+    known: Option<IpAddr>,
+    name: reqwest::dns::Name,
+) -> reqwest::dns::Resolving {
+    let host = name.as_str().to_string();
+    Box::pin(async move {
+        // reqwest puts the URL's port on whatever address comes back.
+        let addrs: reqwest::dns::Addrs = match known {
+            Some(ip) => Box::new(std::iter::once(SocketAddr::new(ip, 0))),
+            None => Box::new(
+                tokio::net::lookup_host((host.as_str(), 0))
+                    .await?
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+        };
+        Ok(addrs)
+    })
 }
 
 impl Default for ClientOptions {
@@ -34,19 +92,25 @@ impl Default for ClientOptions {
             attempts: 3,
             backoff: Duration::from_millis(200),
             token: None,
+            tls: None,
+            addresses: Addresses::default(),
         }
     }
 }
 
 /// Builds the shared reqwest client.
 pub fn build_client(opts: &ClientOptions) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
         .timeout(opts.request_timeout)
         .pool_idle_timeout(Duration::from_secs(30))
         .gzip(true)
         .zstd(true)
-        .build()
+        .dns_resolver(opts.addresses.clone());
+    if let Some(tls) = &opts.tls {
+        b = b.tls_backend_preconfigured(tls.clone());
+    }
+    b.build()
         .map_err(|e| Error::Internal(format!("cannot build HTTP client: {e}")))
 }
 
@@ -159,7 +223,7 @@ impl HttpSyncPeer {
                 req = req.timeout(self.opts.request_timeout + w);
             }
             if let Some(t) = &self.opts.token {
-                req = req.bearer_auth(t);
+                req = req.bearer_auth(t.current());
             }
             if let Some(b) = &body {
                 req = req
@@ -362,7 +426,8 @@ fn error_body(bytes: &[u8]) -> (Option<&'static str>, String) {
     (code, message)
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// A reqwest error with its causes (a refused certificate says why only in its sources).
+pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

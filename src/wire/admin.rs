@@ -64,6 +64,9 @@ pub struct PullerStatus {
 pub struct PeerStatus {
     pub peer_id: String,
     pub endpoint: String,
+    /// The address the endpoint's host name stands for (`PeerConfig::address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
     pub direction: Direction,
     pub collections: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

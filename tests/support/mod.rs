@@ -5,5 +5,6 @@ pub mod cluster;
 pub mod helm;
 pub mod node;
 pub mod operator;
+pub mod pki;
 pub mod rbac;
 pub mod yaml;

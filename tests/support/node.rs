@@ -45,9 +45,57 @@ pub fn free_port(ip: &str) -> u16 {
 #[derive(Clone, Debug, Default)]
 pub struct NodeOptions {
     pub node_id: Option<u16>,
+    /// The sync token (in `RAG_SYNC_TOKEN`).
     pub token: Option<String>,
+    /// The admin token (in a file, `--admin-token-file`); the test's requests send it.
+    pub admin_token: Option<String>,
+    /// HTTPS: the node serves `leaf` and trusts `ca` for its peers (and, with `mutual`, for
+    /// its clients); the test's requests trust `ca` and present `leaf`.
+    pub tls: Option<NodeTls>,
     pub clock_offset_ms: i64,
     pub extra_args: Vec<String>,
+}
+
+/// A node's TLS files.
+#[derive(Clone, Debug)]
+pub struct NodeTls {
+    pub leaf: super::pki::Leaf,
+    pub ca: PathBuf,
+    pub mutual: bool,
+    /// The test's own client accepts any certificate (to reach a node its peers refuse).
+    pub accept_invalid: bool,
+}
+
+impl NodeTls {
+    fn args(&self) -> Vec<String> {
+        let p = |p: &Path| p.display().to_string();
+        let mut a = vec![
+            "--tls-cert-file".into(),
+            p(&self.leaf.cert),
+            "--tls-key-file".into(),
+            p(&self.leaf.key),
+            "--peer-ca-file".into(),
+            p(&self.ca),
+        ];
+        if self.mutual {
+            a.extend(["--tls-client-ca-file".into(), p(&self.ca)]);
+        }
+        a
+    }
+
+    /// A client that trusts the CA and presents the leaf.
+    pub fn client(&self) -> reqwest::Client {
+        let ca = std::fs::read(&self.ca).unwrap();
+        let mut pem = std::fs::read(&self.leaf.cert).unwrap();
+        pem.extend(std::fs::read(&self.leaf.key).unwrap());
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .danger_accept_invalid_certs(self.accept_invalid)
+            .build()
+            .unwrap()
+    }
 }
 
 /// One `rag-node` process with its own data directory.
@@ -75,16 +123,20 @@ impl TestNode {
             .tempdir()
             .expect("temp dir");
         let addr: SocketAddr = addr.parse().expect("a socket address");
+        let http = match &opts.tls {
+            Some(tls) => tls.client(),
+            None => reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
         let mut node = TestNode {
             name: name.to_string(),
             addr,
             data_dir: tmp.path().to_path_buf(),
             opts,
             child: None,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            http,
             _tmp: Some(tmp),
         };
         node.spawn().await;
@@ -120,6 +172,14 @@ impl TestNode {
         if let Some(t) = &self.opts.token {
             cmd.env("RAG_SYNC_TOKEN", t);
         }
+        if let Some(t) = &self.opts.admin_token {
+            let f = self.data_dir.join("admin-token");
+            std::fs::write(&f, t).unwrap();
+            cmd.arg("--admin-token-file").arg(f);
+        }
+        if let Some(tls) = &self.opts.tls {
+            cmd.args(tls.args());
+        }
         self.child = Some(cmd.spawn().expect("spawn rag-node"));
         let url = format!("{}/readyz", self.url());
         let http = self.http.clone();
@@ -147,7 +207,12 @@ impl TestNode {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -210,7 +275,8 @@ impl TestNode {
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, format!("{}{}", self.url(), path));
-        match &self.opts.token {
+        // The admin token opens every route.
+        match self.opts.admin_token.as_ref().or(self.opts.token.as_ref()) {
             Some(t) => r.bearer_auth(t),
             None => r,
         }

@@ -14,9 +14,12 @@ use rag_sync::operator::crd::{SyncPeer, SyncPolicy};
 use serde_json::{json, Value};
 
 use super::cluster::{cluster, TestCluster};
-use super::node::{free_port, NodeOptions, TestNode, WAIT};
+use super::node::{free_port, NodeOptions, NodeTls, TestNode, WAIT};
+use super::pki::Validity;
 
 pub const TOKEN: &str = "e2e-sync-token-0123456789";
+/// The nodes' admin token in a TLS environment (Secret `rag-sync-admin-token`, key `token`).
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-9876543210";
 
 /// Applies the committed CRDs (cluster-scoped, shared by all tests; idempotent).
 pub fn apply_crds(c: &TestCluster) {
@@ -57,6 +60,8 @@ pub struct Env {
     operators: Vec<(String, Child, u16)>,
     /// The operators' logs: removed with the `Env`, kept (and named) when a test fails.
     logs: Option<tempfile::TempDir>,
+    /// The CA of a TLS environment, whose directory lives as long as the `Env`.
+    pub ca: Option<(super::pki::Ca, tempfile::TempDir)>,
 }
 
 /// A port free on every one of `octets` (all members of a SyncPeer share one port).
@@ -76,6 +81,18 @@ fn common_port(octets: &[u8]) -> u16 {
 impl Env {
     /// Namespace, CRDs, the chart's RBAC, the token Secret, and one node per octet.
     pub async fn new(prefix: &str, octets: &[u8]) -> Env {
+        Self::build(prefix, octets, false).await
+    }
+
+    /// As [`Env::new`], with nodes that serve HTTPS with mutual TLS (certificates for
+    /// `rag-<i>.rag.<ns>.svc` from a test CA) and require the admin token for `/admin/*`;
+    /// Secrets `rag-sync-ca` (`ca.crt`), `rag-sync-operator-tls` (the operator's client
+    /// certificate) and `rag-sync-admin-token`.
+    pub async fn new_tls(prefix: &str, octets: &[u8]) -> Env {
+        Self::build(prefix, octets, true).await
+    }
+
+    async fn build(prefix: &str, octets: &[u8], tls: bool) -> Env {
         let c = cluster().await;
         apply_crds(&c);
         let ns = c.fresh_namespace(prefix).await;
@@ -110,14 +127,54 @@ impl Env {
         c.kubectl_apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: rag-sync-token, namespace: {ns}}}\nstringData: {{token: {TOKEN}}}\n"
         ));
+        let ca = tls.then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let ca = super::pki::Ca::new(dir.path(), "e2e");
+            let op = ca.leaf("operator", &[], &["rag-sync-operator"], Validity::Current);
+            let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+            let secret = |name: &str, type_: &str, data: Value| {
+                json!({"apiVersion": "v1", "kind": "Secret", "type": type_,
+                       "metadata": {"name": name, "namespace": ns}, "stringData": data})
+                .to_string()
+            };
+            c.kubectl_apply(&secret(
+                "rag-sync-ca",
+                "Opaque",
+                json!({"ca.crt": read(&ca.ca_file)}),
+            ));
+            c.kubectl_apply(&secret(
+                "rag-sync-operator-tls",
+                "kubernetes.io/tls",
+                json!({"tls.crt": read(&op.cert), "tls.key": read(&op.key)}),
+            ));
+            c.kubectl_apply(&secret(
+                "rag-sync-admin-token",
+                "Opaque",
+                json!({"token": ADMIN_TOKEN}),
+            ));
+            (ca, dir)
+        });
         let port = common_port(octets);
         let mut nodes = Vec::new();
         for (i, o) in octets.iter().enumerate() {
+            let tls = ca.as_ref().map(|(ca, _)| NodeTls {
+                leaf: ca.leaf(
+                    &format!("rag-{i}"),
+                    &[format!("127.0.0.{o}").parse().unwrap()],
+                    &[&format!("rag-{i}.rag.{ns}.svc")],
+                    Validity::Current,
+                ),
+                ca: ca.ca_file.clone(),
+                mutual: true,
+                accept_invalid: false,
+            });
             let mut n = TestNode::start_on(
                 &format!("rag-{i}"),
                 &format!("127.0.0.{o}:{port}"),
                 NodeOptions {
                     token: Some(TOKEN.into()),
+                    admin_token: tls.is_some().then(|| ADMIN_TOKEN.into()),
+                    tls,
                     ..Default::default()
                 },
             )
@@ -133,6 +190,7 @@ impl Env {
             nodes,
             operators: Vec::new(),
             logs: Some(tempfile::tempdir().expect("a directory for operator logs")),
+            ca,
         }
     }
 
@@ -159,7 +217,9 @@ impl Env {
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": labels},
-            "spec": {"containers": [{"name": "rag-node", "image": "rag-sync:test"}]}
+            // As a StatefulSet names its pods behind the headless Service `rag`.
+            "spec": {"hostname": name, "subdomain": "rag",
+                     "containers": [{"name": "rag-node", "image": "rag-sync:test"}]}
         }))
         .unwrap();
         self.pods()

@@ -18,9 +18,9 @@ pub use peer::{
     MemberStatus, PeerDirection, SyncPeer, SyncPeerSpec, SyncPeerStatus, DEFAULT_NODE_PORT,
 };
 pub use policy::{
-    CollectionFilter, EdgeStatus, SecretKeyRef, SyncPolicy, SyncPolicySpec, SyncPolicyStatus,
-    Topology, TopologyEdge, TopologyType, CONFLICT_STRATEGIES, DEFAULT_FANOUT, FANOUT_RANGE,
-    MAX_BATCH_SIZE,
+    CaSecretRef, CollectionFilter, EdgeStatus, PolicyTls, SecretKeyRef, SecretRef, SyncPolicy,
+    SyncPolicySpec, SyncPolicyStatus, Topology, TopologyEdge, TopologyType, CONFLICT_STRATEGIES,
+    DEFAULT_FANOUT, FANOUT_RANGE, MAX_BATCH_SIZE,
 };
 
 /// API group of both resources.

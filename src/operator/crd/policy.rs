@@ -108,9 +108,13 @@ pub struct SyncPolicySpec {
     /// Stops syncing (node configs get no peers) without deleting anything.
     #[serde(default)]
     pub paused: bool,
-    /// Secret key holding the bearer token the nodes require.
+    /// Secret key holding the nodes' admin token (the operator calls their `/admin/*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_secret_ref: Option<SecretKeyRef>,
+    /// The nodes serve HTTPS: how the operator verifies them, and how their pods are named
+    /// to each other (by their DNS names, which their certificates hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PolicyTls>,
     /// Largest accepted clock lead of a remote change, e.g. `500ms`.
     #[serde(default = "default_max_clock_drift")]
     #[schemars(length(max = 64))]
@@ -326,6 +330,44 @@ pub struct SecretKeyRef {
 
 fn default_secret_key() -> String {
     "token".into()
+}
+
+/// TLS towards the policy's nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTls {
+    /// Secret key holding the CA certificate (PEM) the nodes' certificates chain to.
+    pub ca_secret_ref: CaSecretRef,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) the operator presents to nodes
+    /// that require client certificates (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretRef>,
+}
+
+/// A key in a Secret of the policy's namespace holding a CA certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretRef {
+    /// Secret name.
+    #[schemars(schema_with = "schemas::peer_name")]
+    pub name: String,
+    /// Key within the Secret (default `ca.crt`).
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+/// A Secret of the policy's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Secret name.
+    #[schemars(schema_with = "schemas::peer_name")]
+    pub name: String,
 }
 
 /// Observed state of a `SyncPolicy`, written by the operator.

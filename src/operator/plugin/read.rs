@@ -13,8 +13,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::auth::TOKEN_HEADER;
 use crate::hlc::Hlc;
-use crate::http::TOKEN_HEADER;
 use crate::operator::crd::{SyncPeer, SyncPolicy};
 use crate::operator::members;
 use crate::operator::node_client::NodeClient;

@@ -75,6 +75,7 @@ pub fn peers_in_place(o: &Observed, desired: &SyncConfig) -> bool {
         .map(|p| PeerConfig {
             peer_id: p.peer_id.clone(),
             endpoint: p.endpoint.clone(),
+            address: p.address,
             direction: p.direction,
             collections: p.collections.clone(),
             exclude_collections: p.exclude_collections.clone(),

@@ -78,6 +78,7 @@ fn managed(name: &str) -> Member {
         peer: "pods".into(),
         name: name.into(),
         endpoint: format!("http://{name}:8090"),
+        address: None,
         node_id: Some("000a".into()),
         direction: Default::default(),
         collections: Vec::new(),
@@ -946,6 +947,7 @@ fn the_config_is_in_place_by_value_or_by_the_digest_the_node_reports() {
         peers: vec![PeerConfig {
             peer_id: "b".into(),
             endpoint: "http://b:8090".into(),
+            address: None,
             direction: crate::config::Direction::Pull,
             collections: Vec::new(),
             exclude_collections: Vec::new(),

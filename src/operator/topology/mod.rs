@@ -53,6 +53,9 @@ pub struct Member {
     pub name: String,
     /// Base URL of the member's sync server.
     pub endpoint: String,
+    /// The IP address the endpoint's host name stands for, when the operator knows it (a
+    /// pod named by its DNS name); peers connect there without a DNS lookup.
+    pub address: Option<std::net::IpAddr>,
     /// Node id the member reported, when known.
     pub node_id: Option<String>,
     /// The SyncPeer's `direction`: how the others exchange changes with this member.
@@ -465,6 +468,7 @@ pub fn plan(
         cfg.peers.push(PeerConfig {
             peer_id: ms[other].name.clone(),
             endpoint: ms[other].endpoint.clone(),
+            address: ms[other].address,
             direction,
             collections: colls.clone(),
             // An empty list means all collections, so the exclusions still apply.

@@ -7,6 +7,7 @@ fn m(peer: &str, name: &str) -> Member {
         peer: peer.into(),
         name: name.into(),
         endpoint: format!("http://{name}:8090"),
+        address: None,
         node_id: None,
         direction: PeerDirection::Both,
         collections: vec![],
@@ -19,6 +20,7 @@ fn ext(peer: &str, direction: PeerDirection) -> Member {
         managed: false,
         direction,
         endpoint: format!("https://{peer}.example.com:8090"),
+        address: None,
         ..m(peer, peer)
     }
 }
@@ -119,6 +121,7 @@ fn config_keeps_policy_settings() {
         peers: vec![PeerConfig {
             peer_id: "stale".into(),
             endpoint: "http://x".into(),
+            address: None,
             direction: Direction::Both,
             collections: vec![],
             exclude_collections: vec![],
@@ -484,6 +487,7 @@ fn arb_members(max: usize) -> impl Strategy<Value = Vec<Member>> {
                 peer: format!("p{p}"),
                 name: format!("m{i}"),
                 endpoint: format!("http://10.0.0.{i}:8090"),
+                address: None,
                 node_id: Some(format!("{:04x}", i % 7)),
                 direction,
                 collections: coll

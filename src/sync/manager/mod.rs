@@ -209,6 +209,13 @@ impl SyncManager {
     }
 
     fn install(&self, cfg: SyncConfig) {
+        // Validated: one address per host name.
+        self.opts.addresses.set(
+            cfg.peers
+                .iter()
+                .filter_map(|p| Some((crate::config::endpoint_dns_name(&p.endpoint)?, p.address?)))
+                .collect(),
+        );
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let mut old = std::mem::take(&mut *peers);
         for p in &cfg.peers {
@@ -219,6 +226,7 @@ impl SyncManager {
             };
             status.peer_id = p.peer_id.clone();
             status.endpoint = p.endpoint.clone();
+            status.address = p.address;
             status.direction = p.direction;
             status.collections = p.collections.clone();
             status.exclude_collections = p.exclude_collections.clone();
