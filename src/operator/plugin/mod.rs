@@ -97,7 +97,7 @@ async fn setup(client: &Client, ns: &str, name: &str, access: Access) -> Result<
     let (token, note) = read::token(client, &policy).await;
     notes.extend(note);
     Ok(Setup {
-        reader: NodeReader::new(client.clone(), ns, access, token),
+        reader: NodeReader::new(client.clone(), ns, access, token, policy.spec.tls.is_some()),
         members,
         policy,
         notes,

@@ -158,16 +158,25 @@ pub struct NodeReader {
     access: Access,
     direct: NodeClient,
     token: Option<String>,
+    /// The nodes serve HTTPS (the policy's `spec.tls`).
+    https: bool,
 }
 
 impl NodeReader {
-    pub fn new(client: Client, namespace: &str, access: Access, token: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        access: Access,
+        token: Option<String>,
+        https: bool,
+    ) -> Self {
         NodeReader {
             client,
             namespace: namespace.to_string(),
             access,
             direct: NodeClient::new(token.clone()),
             token,
+            https,
         }
     }
 
@@ -201,9 +210,18 @@ impl NodeReader {
         }
     }
 
-    /// The path of `path_and_query` on `pod:port` through the API server's pod proxy.
-    pub fn proxy_path(namespace: &str, pod: &str, port: u16, path_and_query: &str) -> String {
-        format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path_and_query}")
+    /// The path of `path_and_query` on `pod:port` through the API server's pod proxy; with
+    /// `https` the API server speaks HTTPS to the pod (it does not verify the pod's
+    /// certificate, and presents no client certificate, so nodes with mutual TLS refuse it).
+    pub fn proxy_path(
+        namespace: &str,
+        pod: &str,
+        port: u16,
+        https: bool,
+        path_and_query: &str,
+    ) -> String {
+        let scheme = if https { "https:" } else { "" };
+        format!("/api/v1/namespaces/{namespace}/pods/{scheme}{pod}:{port}/proxy{path_and_query}")
     }
 
     async fn via_proxy<T: DeserializeOwned>(
@@ -212,7 +230,7 @@ impl NodeReader {
         port: u16,
         path_and_query: &str,
     ) -> Result<T, String> {
-        let path = Self::proxy_path(&self.namespace, pod, port, path_and_query);
+        let path = Self::proxy_path(&self.namespace, pod, port, self.https, path_and_query);
         let mut req = Request::builder()
             .method(Method::GET)
             .uri(&path)
@@ -327,8 +345,12 @@ mod tests {
     #[test]
     fn proxy_paths_name_the_pod_and_port() {
         assert_eq!(
-            NodeReader::proxy_path("rag", "rag-0", 8090, "/admin/backlog?since=00"),
+            NodeReader::proxy_path("rag", "rag-0", 8090, false, "/admin/backlog?since=00"),
             "/api/v1/namespaces/rag/pods/rag-0:8090/proxy/admin/backlog?since=00"
+        );
+        assert_eq!(
+            NodeReader::proxy_path("rag", "rag-0", 8090, true, "/admin/status"),
+            "/api/v1/namespaces/rag/pods/https:rag-0:8090/proxy/admin/status"
         );
     }
 
