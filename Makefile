@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency bench-scale demo demo-down image install-plugin
+.PHONY: test test-tools fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency bench-scale demo demo-down image install-plugin
 
-test: fmt-check clippy lib-without-operator build k8s-bins
+test: fmt-check clippy lib-without-operator build k8s-bins test-tools
 	$(CARGO) test --all-targets -- --test-threads=2
 
 build:
@@ -21,6 +21,10 @@ clippy:
 lib-without-operator:
 	$(CARGO) clippy --lib --no-default-features -- -D warnings
 	! $(CARGO) tree --no-default-features -e normal | grep -E '^[^a-z]*(kube|k8s-openapi|schemars|serde_yaml) '
+
+# Builds (first time) or reuses the cached third-party test tools (kube-score).
+test-tools:
+	bash hack/test-tools.sh kube-score >/dev/null
 
 # Builds (first time) or reuses the cached kube-apiserver, etcd, kubectl and helm.
 k8s-bins:

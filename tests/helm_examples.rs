@@ -60,7 +60,15 @@ fn examples_fit_the_rag_node_chart_installed_as_rag() {
     let chart = render(NODE_CHART, "rag", "rag", None);
     let sts = one(&chart, "StatefulSet");
     let pod_labels = &sts["spec"]["template"]["metadata"]["labels"];
-    let secret = one(&chart, "Secret");
+    let secrets = of_kind(&chart, "Secret");
+    let admin = secrets
+        .iter()
+        .find(|s| name(s) == "rag-admin-token")
+        .expect("the chart's admin token Secret");
+    let tls = secrets
+        .iter()
+        .find(|s| name(s) == "rag-tls")
+        .expect("the chart's TLS Secret");
     let port = port_named(&sts["spec"]["template"]["spec"]["containers"][0], "http");
 
     for (dir, policy_count, peer_count) in
@@ -81,8 +89,13 @@ fn examples_fit_the_rag_node_chart_installed_as_rag() {
         let policy = policies[0];
         assert_eq!(
             policy["spec"]["authSecretRef"],
-            json!({"name": name(secret), "key": "token"}),
-            "{dir}: authSecretRef names the chart's Secret"
+            json!({"name": name(admin), "key": "token"}),
+            "{dir}: authSecretRef names the chart's admin token Secret"
+        );
+        assert_eq!(
+            policy["spec"]["tls"],
+            json!({"caSecretRef": {"name": name(tls), "key": "ca.crt"}}),
+            "{dir}: tls names the chart's CA"
         );
         // The policy selects every SyncPeer of the example.
         for peer in &peers {

@@ -253,7 +253,7 @@ fn secret_token(c: &TestCluster, ns: &str, name: &str) -> String {
 }
 
 #[tokio::test]
-async fn rag_node_chart_installs_keeps_its_token_across_upgrades_and_uninstalls() {
+async fn rag_node_chart_installs_keeps_its_tokens_and_certificate_across_upgrades_and_uninstalls() {
     let c = cluster().await;
     let ns = c.fresh_namespace("helm-rag-node").await;
     let release = "rag";
@@ -268,6 +268,16 @@ async fn rag_node_chart_installs_keeps_its_token_across_upgrades_and_uninstalls(
     assert_eq!(svc["spec"]["clusterIP"], "None");
     let token = secret_token(&c, &ns, "rag-sync-token");
     assert_eq!(decode_base64(&token).len(), 32);
+    let admin = secret_token(&c, &ns, "rag-admin-token");
+    assert_ne!(admin, token, "two tokens");
+    let tls =
+        get_object(&c, "secret", "rag-tls", Some(&ns)).expect("the TLS Secret")["data"].clone();
+    for k in ["tls.crt", "tls.key", "ca.crt"] {
+        assert!(tls[k].is_string(), "{k} in rag-tls");
+    }
+    let pdb = get_object(&c, "poddisruptionbudget", "rag-rag-node", Some(&ns)).expect("PDB");
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+    assert!(get_object(&c, "networkpolicy", "rag-rag-node", Some(&ns)).is_some());
 
     // An upgrade (here: a value change) keeps the token: the nodes and the operator agree on
     // it without a restart, and the operator's SyncPolicy authSecretRef stays valid.
@@ -302,6 +312,12 @@ async fn rag_node_chart_installs_keeps_its_token_across_upgrades_and_uninstalls(
         ),
     );
     assert_eq!(secret_token(&c, &ns, "rag-sync-token"), token);
+    assert_eq!(secret_token(&c, &ns, "rag-admin-token"), admin);
+    assert_eq!(
+        get_object(&c, "secret", "rag-tls", Some(&ns)).unwrap()["data"],
+        tls,
+        "helm upgrade re-generated the certificate"
+    );
 
     ok(
         "helm uninstall of the rag-node chart",
@@ -310,4 +326,6 @@ async fn rag_node_chart_installs_keeps_its_token_across_upgrades_and_uninstalls(
     wait_gone(&c, "statefulset", "rag-rag-node", Some(&ns)).await;
     wait_gone(&c, "service", "rag-rag-node", Some(&ns)).await;
     wait_gone(&c, "secret", "rag-sync-token", Some(&ns)).await;
+    wait_gone(&c, "secret", "rag-admin-token", Some(&ns)).await;
+    wait_gone(&c, "secret", "rag-tls", Some(&ns)).await;
 }

@@ -49,6 +49,22 @@ replicaCount: 5
 token:
   existingSecret: my-token
   key: bearer
+adminToken:
+  existingSecret: my-admin-token
+tls:
+  enabled: true
+  existingSecret: my-tls
+  clientAuth: true
+networkPolicy:
+  enabled: false
+podDisruptionBudget:
+  enabled: true
+  maxUnavailable: 20%
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: DoNotSchedule
+    labelSelector: {matchLabels: {app.kubernetes.io/name: rag-node}}
 persistence:
   enabled: false
   size: 2Gi
@@ -107,7 +123,7 @@ fn chart_crds_are_a_byte_identical_copy_of_the_top_level_crds() {
 }
 
 /// Checks the operator chart's objects common to every values file.
-fn check_operator_objects(docs: &[Value], release: &str, ns: &str) {
+fn check_operator_objects(docs: &[Value], release: &str, ns: &str, watch: Option<&str>) {
     let deploy = one(docs, "Deployment");
     let pod = &deploy["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -142,31 +158,70 @@ fn check_operator_objects(docs: &[Value], release: &str, ns: &str) {
     assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
     let sa_subject = json!([{"kind": "ServiceAccount", "name": name(sa), "namespace": ns}]);
 
-    let cr = one(docs, "ClusterRole");
+    // Watching one namespace, the permissions are a Role there; else a ClusterRole.
+    let roles = of_kind(docs, "Role");
+    let watched: Vec<_> = roles
+        .iter()
+        .filter(|r| !name(r).ends_with("-leader-election"))
+        .collect();
+    let (cr, crb) = match watch {
+        None => {
+            assert!(watched.is_empty(), "{watched:?}");
+            let cr = one(docs, "ClusterRole");
+            assert!(
+                name(cr).contains(ns) && name(cr).contains(release),
+                "cluster-scoped names must carry the namespace and release: {}",
+                name(cr)
+            );
+            (cr, one(docs, "ClusterRoleBinding"))
+        }
+        Some(w) => {
+            assert!(of_kind(docs, "ClusterRole").is_empty(), "no ClusterRole");
+            assert!(of_kind(docs, "ClusterRoleBinding").is_empty());
+            assert_eq!(watched.len(), 1, "one Role in the watched namespace");
+            let cr = *watched[0];
+            assert_eq!(cr["metadata"]["namespace"], w);
+            let rbs = of_kind(docs, "RoleBinding");
+            let crb = *rbs
+                .iter()
+                .find(|b| name(b) == name(cr))
+                .expect("its RoleBinding");
+            assert_eq!(crb["metadata"]["namespace"], w);
+            (cr, crb)
+        }
+    };
     assert_eq!(
         permissions(cr),
         expected_cluster_permissions(),
-        "ClusterRole rules"
+        "the operator's rules"
     );
-    assert!(
-        name(cr).contains(ns) && name(cr).contains(release),
-        "cluster-scoped names must carry the namespace and release: {}",
-        name(cr)
-    );
-    let crb = one(docs, "ClusterRoleBinding");
     assert_eq!(name(crb), name(cr));
-    assert_eq!(crb["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(
+        crb["roleRef"]["kind"],
+        if watch.is_some() {
+            "Role"
+        } else {
+            "ClusterRole"
+        }
+    );
     assert_eq!(crb["roleRef"]["name"], name(cr));
     assert_eq!(crb["subjects"], sa_subject);
 
-    let role = one(docs, "Role");
+    let role = *roles
+        .iter()
+        .find(|r| name(r).ends_with("-leader-election"))
+        .expect("the leader election Role");
     assert_eq!(role["metadata"]["namespace"], ns);
     assert_eq!(
         permissions(role),
         expected_lease_permissions(),
         "Role rules"
     );
-    let rb = one(docs, "RoleBinding");
+    let rbs = of_kind(docs, "RoleBinding");
+    let rb = *rbs
+        .iter()
+        .find(|b| name(b) == name(role))
+        .expect("the leader election RoleBinding");
     assert_eq!(rb["metadata"]["namespace"], ns);
     assert_eq!(rb["roleRef"]["kind"], "Role");
     assert_eq!(rb["roleRef"]["name"], name(role));
@@ -216,7 +271,7 @@ fn operator_chart_renders_its_defaults() {
         .collect(),
         "no ServiceMonitor by default"
     );
-    check_operator_objects(&docs, release, ns);
+    check_operator_objects(&docs, release, ns, None);
 
     let deploy = one(&docs, "Deployment");
     assert_eq!(
@@ -256,6 +311,7 @@ fn operator_chart_renders_its_defaults() {
     let pdb = one(&docs, "PodDisruptionBudget");
     assert_eq!(pdb["apiVersion"], "policy/v1");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
     assert_eq!(pdb["spec"]["selector"], deploy["spec"]["selector"]);
 
     // NetworkPolicy: ingress only to the metrics port; egress to DNS, the API server and the
@@ -294,7 +350,7 @@ fn operator_chart_renders_its_defaults() {
 fn operator_chart_renders_what_custom_values_say() {
     let (release, ns) = ("custom", "tenant-a");
     let docs = render(OPERATOR_CHART, release, ns, Some(OPERATOR_CUSTOM_VALUES));
-    check_operator_objects(&docs, release, ns);
+    check_operator_objects(&docs, release, ns, Some("tenant-a"));
 
     let deploy = one(&docs, "Deployment");
     assert_eq!(deploy["spec"]["replicas"], 1);
@@ -317,7 +373,8 @@ fn operator_chart_renders_what_custom_values_say() {
     );
     assert_eq!(
         container["resources"],
-        json!({"requests": {"cpu": "200m", "memory": "100Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}})
+        json!({"requests": {"cpu": "200m", "memory": "100Mi", "ephemeral-storage": "16Mi"},
+               "limits": {"cpu": "2", "memory": "1Gi", "ephemeral-storage": "64Mi"}})
     );
 
     assert!(
@@ -367,14 +424,27 @@ fn rag_node_chart_renders_its_defaults() {
     let docs = render(NODE_CHART, release, ns, None);
     assert_eq!(
         kinds(&docs),
-        ["Secret", "Service", "StatefulSet"]
-            .into_iter()
-            .map(String::from)
-            .collect()
+        [
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "StatefulSet"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
     );
     let sts = one(&docs, "StatefulSet");
     let svc = one(&docs, "Service");
-    let secret = one(&docs, "Secret");
+    let secrets = of_kind(&docs, "Secret");
+    let secret_named = |n: &str| {
+        *secrets
+            .iter()
+            .find(|s| name(s) == n)
+            .unwrap_or_else(|| panic!("a Secret {n}"))
+    };
+    let secret = secret_named("rag-sync-token");
     assert_eq!(sts["spec"]["replicas"], 3);
     assert_eq!(sts["spec"]["serviceName"], svc["metadata"]["name"]);
     assert_eq!(svc["spec"]["clusterIP"], "None", "headless Service");
@@ -411,18 +481,91 @@ fn rag_node_chart_renders_its_defaults() {
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(container[probe]["httpGet"]["port"], "http", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
     }
 
-    // The token: a generated Secret named <release>-sync-token, fed to RAG_SYNC_TOKEN.
-    assert_eq!(name(secret), "rag-sync-token");
-    let token_b64 = secret["data"]["token"].as_str().expect("data.token");
-    let token = decode_base64(token_b64);
-    assert_eq!(token.len(), 32, "a 32-character token");
-    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()), "{token}");
-    assert_eq!(
-        env_of(container, "RAG_SYNC_TOKEN")["valueFrom"]["secretKeyRef"],
-        json!({"name": "rag-sync-token", "key": "token"})
+    // Two tokens: generated Secrets <release>-sync-token and <release>-admin-token, mounted as
+    // files (re-read on change), never in the environment.
+    for n in ["rag-sync-token", "rag-admin-token"] {
+        let token = decode_base64(
+            secret_named(n)["data"]["token"]
+                .as_str()
+                .expect("data.token"),
+        );
+        assert_eq!(token.len(), 32, "a 32-character token in {n}");
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric()), "{token}");
+    }
+    assert_ne!(
+        secret_named("rag-sync-token")["data"],
+        secret_named("rag-admin-token")["data"]
     );
+    assert!(container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["name"] != "RAG_SYNC_TOKEN"));
+    for a in [
+        "--token-file=/etc/rag-sync/tokens/sync-token",
+        "--admin-token-file=/etc/rag-sync/tokens/admin-token",
+        "--tls-cert-file=/etc/rag-sync/tls/tls.crt",
+        "--tls-key-file=/etc/rag-sync/tls/tls.key",
+        "--peer-ca-file=/etc/rag-sync/tls/ca.crt",
+    ] {
+        assert!(args.contains(&a.to_string()), "{a} in {args:?}");
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--tls-client-ca-file")),
+        "mutual TLS is opt-in: {args:?}"
+    );
+    let volume = |n: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("a volume {n}"))
+    };
+    assert_eq!(
+        volume("tokens")["projected"]["sources"],
+        json!([
+            {"secret": {"name": "rag-sync-token", "items": [{"key": "token", "path": "sync-token"}]}},
+            {"secret": {"name": "rag-admin-token", "items": [{"key": "token", "path": "admin-token"}]}}
+        ])
+    );
+    assert_eq!(volume("tls")["secret"]["secretName"], "rag-tls");
+    assert_eq!(volume("tmp")["emptyDir"]["sizeLimit"], "64Mi");
+
+    // TLS: a generated CA and a server+client certificate for every pod's DNS name.
+    let tls = secret_named("rag-tls");
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    for k in ["tls.crt", "tls.key", "ca.crt"] {
+        assert!(
+            decode_base64(tls["data"][k].as_str().unwrap()).starts_with("-----BEGIN"),
+            "{k}"
+        );
+    }
+
+    // Only the release's nodes and the operator may connect; drains take one node at a time;
+    // the nodes spread over hosts.
+    let np = one(&docs, "NetworkPolicy");
+    let selector = &sts["spec"]["selector"]["matchLabels"];
+    assert_eq!(&np["spec"]["podSelector"]["matchLabels"], selector);
+    let from = np["spec"]["ingress"][0]["from"].as_array().unwrap();
+    assert_eq!(from[0]["podSelector"]["matchLabels"], *selector);
+    assert_eq!(
+        from[1]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "rag-sync-operator"
+    );
+    assert_eq!(from.len(), 2, "{from:?}");
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    let spread = &pod["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+    assert_eq!(&spread["labelSelector"]["matchLabels"], selector);
 
     // The store lives on a PVC per pod, mounted at /data; / is read-only, /tmp an emptyDir.
     let vct = sts["spec"]["volumeClaimTemplates"]
@@ -448,10 +591,9 @@ fn rag_node_chart_renders_its_defaults() {
 
     // Each render without a cluster generates a fresh token (install keeps it: see below).
     let again = render(NODE_CHART, release, ns, None);
-    assert_ne!(
-        one(&again, "Secret")["data"]["token"],
-        secret["data"]["token"]
-    );
+    let again = of_kind(&again, "Secret");
+    let again = again.iter().find(|s| name(s) == "rag-sync-token").unwrap();
+    assert_ne!(again["data"]["token"], secret["data"]["token"]);
 }
 
 #[test]
@@ -460,8 +602,11 @@ fn rag_node_chart_renders_what_custom_values_say() {
     let docs = render(NODE_CHART, release, ns, Some(NODE_CUSTOM_VALUES));
     assert!(
         of_kind(&docs, "Secret").is_empty(),
-        "no Secret with token.existingSecret"
+        "no Secret with existing Secrets for both tokens and TLS"
     );
+    assert!(of_kind(&docs, "NetworkPolicy").is_empty());
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], "20%");
     let sts = one(&docs, "StatefulSet");
     assert_eq!(sts["spec"]["replicas"], 5);
     let labels = &sts["spec"]["template"]["metadata"]["labels"];
@@ -470,14 +615,34 @@ fn rag_node_chart_renders_what_custom_values_say() {
     let pod = &sts["spec"]["template"]["spec"];
     assert_hardened(pod, "rag-node StatefulSet (custom)");
     let container = &pod["containers"][0];
+    let args = strings(&container["args"]);
+    assert!(args.contains(&"--log-format=text".to_string()));
+    assert!(args.contains(&"--tls-client-ca-file=/etc/rag-sync/tls/ca.crt".to_string()));
+    let volume = |n: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("a volume {n}"))
+    };
     assert_eq!(
-        env_of(container, "RAG_SYNC_TOKEN")["valueFrom"]["secretKeyRef"],
-        json!({"name": "my-token", "key": "bearer"})
+        volume("tokens")["projected"]["sources"],
+        json!([
+            {"secret": {"name": "my-token", "items": [{"key": "bearer", "path": "sync-token"}]}},
+            {"secret": {"name": "my-admin-token", "items": [{"key": "token", "path": "admin-token"}]}}
+        ])
     );
-    assert!(strings(&container["args"]).contains(&"--log-format=text".to_string()));
+    assert_eq!(volume("tls")["secret"]["secretName"], "my-tls");
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
     assert_eq!(
         container["resources"],
-        json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}})
+        json!({"requests": {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "128Mi"},
+               "limits": {"memory": "1Gi", "ephemeral-storage": "256Mi"}})
     );
     assert!(
         sts["spec"]["volumeClaimTemplates"].is_null(),
@@ -489,7 +654,7 @@ fn rag_node_chart_renders_what_custom_values_say() {
         .iter()
         .find(|v| v["name"] == "data")
         .expect("a data volume");
-    assert_eq!(data["emptyDir"], json!({}));
+    assert_eq!(data["emptyDir"], json!({"sizeLimit": "2Gi"}));
 
     let docs = render(
         NODE_CHART,

@@ -267,7 +267,7 @@ spec:
   topology: {type: Mesh}
   interval: 1h
   statusInterval: 1s
-  authSecretRef: {name: rag-sync-admin-token}
+  authSecretRef: {name: rag-admin-token}
   tls:
     caSecretRef: {name: rag-sync-ca}
     clientCertSecretRef: {name: rag-sync-operator-tls}

@@ -43,7 +43,7 @@ spec:
   topology: {type: Mesh}
   interval: 1h
   statusInterval: 1s
-  authSecretRef: {name: rag-sync-token, key: token}
+  authSecretRef: {name: rag-admin-token, key: token}
 "#;
 
 const WAIT: Duration = Duration::from_secs(60);

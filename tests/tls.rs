@@ -300,3 +300,72 @@ async fn a_rotated_token_file_takes_effect_without_a_restart() {
     assert_eq!(round_error(&b).await, None);
     assert_eq!(b.documents("docs").await.len(), 2);
 }
+
+/// The certificate the rag-node chart generates (an RSA key, wildcard names for the pods of
+/// the headless Service) is one rag-node serves and verifies: nodes reach each other by the
+/// pods' DNS names with the operator's address override, and a name the certificate does not
+/// hold is refused.
+#[tokio::test]
+async fn the_charts_generated_certificate_names_every_pod() {
+    use support::helm::{render, NODE_CHART};
+    use support::yaml::{decode_base64, name, of_kind};
+    let docs = render(
+        NODE_CHART,
+        "rag",
+        "tls-ns",
+        Some("tls:\n  enabled: true\n  clientAuth: true\n  extraIpAddresses: [127.0.0.233, 127.0.0.234]\n"),
+    );
+    let secrets = of_kind(&docs, "Secret");
+    let tls = secrets
+        .iter()
+        .find(|s| name(s) == "rag-tls")
+        .expect("rag-tls");
+    let dir = tempfile::tempdir().unwrap();
+    let file = |k: &str| {
+        let p = dir.path().join(k);
+        std::fs::write(&p, decode_base64(tls["data"][k].as_str().unwrap())).unwrap();
+        p
+    };
+    let node_tls = NodeTls {
+        leaf: support::pki::Leaf {
+            cert: file("tls.crt"),
+            key: file("tls.key"),
+        },
+        ca: file("ca.crt"),
+        mutual: true,
+        accept_invalid: false,
+    };
+    let opts = NodeOptions {
+        tls: Some(node_tls),
+        ..Default::default()
+    };
+    let a = TestNode::start("rag-rag-node-0", 233, opts.clone()).await;
+    let b = TestNode::start("rag-rag-node-1", 234, opts).await;
+    a.create_collection("docs", json!({})).await;
+    a.put_doc("docs", "d1", "by name").await;
+    let pull_from = |host: &str| {
+        json!({"peers": [{"peer_id": "a", "direction": "pull",
+                          "endpoint": format!("https://{host}:{}", a.addr.port()),
+                          "address": a.addr.ip().to_string()}],
+               "interval_seconds": 3600})
+    };
+    b.ok(
+        "PUT",
+        "/admin/config",
+        Some(pull_from("rag-rag-node-0.rag-rag-node.tls-ns.svc")),
+    )
+    .await;
+    assert_eq!(round_error(&b).await, None);
+    assert_eq!(b.documents("docs").await.len(), 1);
+
+    b.ok(
+        "PUT",
+        "/admin/config",
+        Some(pull_from("rag-0.elsewhere.tls-ns.svc")),
+    )
+    .await;
+    let e = round_error(&b)
+        .await
+        .expect("a name outside the certificate");
+    assert!(e.contains("certificate not valid for name"), "{e}");
+}

@@ -18,7 +18,7 @@ use super::node::{free_port, NodeOptions, NodeTls, TestNode, WAIT};
 use super::pki::Validity;
 
 pub const TOKEN: &str = "e2e-sync-token-0123456789";
-/// The nodes' admin token in a TLS environment (Secret `rag-sync-admin-token`, key `token`).
+/// The nodes' admin token in a TLS environment (Secret `rag-admin-token`, key `token`).
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-9876543210";
 
 /// Applies the committed CRDs (cluster-scoped, shared by all tests; idempotent).
@@ -87,7 +87,7 @@ impl Env {
     /// As [`Env::new`], with nodes that serve HTTPS with mutual TLS (certificates for
     /// `rag-<i>.rag.<ns>.svc` from a test CA) and require the admin token for `/admin/*`;
     /// Secrets `rag-sync-ca` (`ca.crt`), `rag-sync-operator-tls` (the operator's client
-    /// certificate) and `rag-sync-admin-token`.
+    /// certificate) and the admin token in `rag-admin-token`.
     pub async fn new_tls(prefix: &str, octets: &[u8]) -> Env {
         Self::build(prefix, octets, true).await
     }
@@ -127,6 +127,12 @@ impl Env {
         c.kubectl_apply(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: rag-sync-token, namespace: {ns}}}\nstringData: {{token: {TOKEN}}}\n"
         ));
+        // What a SyncPolicy's authSecretRef names: the admin token where the nodes have one,
+        // else the sync token (which then opens /admin/* too).
+        let admin = if tls { ADMIN_TOKEN } else { TOKEN };
+        c.kubectl_apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: rag-admin-token, namespace: {ns}}}\nstringData: {{token: {admin}}}\n"
+        ));
         let ca = tls.then(|| {
             let dir = tempfile::tempdir().unwrap();
             let ca = super::pki::Ca::new(dir.path(), "e2e");
@@ -146,11 +152,6 @@ impl Env {
                 "rag-sync-operator-tls",
                 "kubernetes.io/tls",
                 json!({"tls.crt": read(&op.cert), "tls.key": read(&op.key)}),
-            ));
-            c.kubectl_apply(&secret(
-                "rag-sync-admin-token",
-                "Opaque",
-                json!({"token": ADMIN_TOKEN}),
             ));
             (ca, dir)
         });

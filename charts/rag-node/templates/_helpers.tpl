@@ -65,3 +65,57 @@ The sync token Secret: token.existingSecret, or the one this chart generates.
 {{- printf "%s-sync-token" .Release.Name | trunc 253 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The admin token Secret: adminToken.existingSecret, or the one this chart generates.
+*/}}
+{{- define "rag-node.adminTokenSecretName" -}}
+{{- if .Values.adminToken.existingSecret }}
+{{- .Values.adminToken.existingSecret }}
+{{- else }}
+{{- printf "%s-admin-token" .Release.Name | trunc 253 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TLS Secret (tls.crt, tls.key, ca.crt): tls.existingSecret, or "<release>-tls" that
+cert-manager or this chart writes.
+*/}}
+{{- define "rag-node.tlsSecretName" -}}
+{{- if .Values.tls.existingSecret }}
+{{- .Values.tls.existingSecret }}
+{{- else }}
+{{- printf "%s-tls" .Release.Name | trunc 253 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The DNS names a node certificate holds: every pod behind the headless Service, the Service.
+*/}}
+{{- define "rag-node.dnsNames" -}}
+{{- $fn := include "rag-node.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $names := list (printf "*.%s.%s.svc" $fn $ns) (printf "*.%s.%s.svc.cluster.local" $fn $ns) (printf "%s.%s.svc" $fn $ns) }}
+{{- concat $names .Values.tls.extraDnsNames | toJson }}
+{{- end }}
+
+{{/*
+One generated token Secret (kept across upgrades): the context is (dict "root" $ "name" N "key" K).
+*/}}
+{{- define "rag-node.tokenSecret" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- $token := dig "data" .key "" ($existing | default dict) }}
+{{- if not $token }}
+{{- $token = randAlphaNum 32 | b64enc }}
+{{- end }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .name }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "rag-node.labels" .root | nindent 4 }}
+type: Opaque
+data:
+  {{ .key }}: {{ $token | quote }}
+{{- end }}
