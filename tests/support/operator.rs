@@ -65,7 +65,7 @@ pub struct Env {
 }
 
 /// A port free on every one of `octets` (all members of a SyncPeer share one port).
-fn common_port(octets: &[u8]) -> u16 {
+pub fn common_port(octets: &[u8]) -> u16 {
     for _ in 0..200 {
         let p = free_port(&format!("127.0.0.{}", octets[0]));
         if octets[1..]
