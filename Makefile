@@ -4,8 +4,10 @@ CARGO ?= cargo
 
 .PHONY: test test-tools fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency bench-scale demo demo-down image install-plugin
 
+# The test namespaces are removed afterwards, pass or fail: the shared control plane (and a
+# demo running on it) is left as it was found.
 test: fmt-check clippy lib-without-operator build k8s-bins test-tools
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) test --all-targets -- --test-threads=2; status=$$?; bash hack/control-plane.sh clean-tests; exit $$status
 
 build:
 	$(CARGO) build --bins

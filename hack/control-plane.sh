@@ -383,12 +383,39 @@ cmd_env() {
   print_export
 }
 
+# Removes the namespaces the test suite created (label rag-sync.test/harness=true) with
+# everything in them. There is no namespace controller here, so this does its work: release
+# the finalizers the operator would have, delete every namespaced object, then finalize.
+cmd_clean_tests() {
+  read_state
+  [ -n "$BIN_DIR" ] && [ -x "$BIN_DIR/kubectl" ] || return 0
+  KUBECTL="$BIN_DIR/kubectl"
+  cluster_up || return 0
+  local namespaces kinds ns
+  namespaces=$(kubectl_admin get namespaces -l rag-sync.test/harness=true -o name 2>/dev/null | sed 's#^namespace/##')
+  [ -n "$namespaces" ] || return 0
+  kinds=$(kubectl_admin api-resources --namespaced --verbs=delete -o name 2>/dev/null | grep -v '^events' | paste -sd, -)
+  for ns in $namespaces; do
+    for r in $(kubectl_admin get syncpeers,syncpolicies -n "$ns" -o name 2>/dev/null); do
+      kubectl_admin patch "$r" -n "$ns" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    done
+    kubectl_admin delete "$kinds" --all -n "$ns" --wait=false >/dev/null 2>&1 || true
+    kubectl_admin delete events.events.k8s.io,events --all -n "$ns" --wait=false >/dev/null 2>&1 || true
+    kubectl_admin delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+    kubectl_admin get namespace "$ns" -o json 2>/dev/null \
+      | python3 -c 'import json,sys; n=json.load(sys.stdin); n["spec"]["finalizers"]=[]; print(json.dumps(n))' \
+      | kubectl_admin replace --raw "/api/v1/namespaces/$ns/finalize" -f - >/dev/null 2>&1 || true
+  done
+  log "removed $(echo "$namespaces" | wc -w) test namespaces"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
+  clean-tests) cmd_clean_tests ;;
   *)
-    echo "usage: $0 up|down|env" >&2
+    echo "usage: $0 up|down|env|clean-tests" >&2
     exit 2
     ;;
 esac

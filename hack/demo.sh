@@ -87,7 +87,7 @@ export PATH="$BIN:$PATH"
 export HELM_CACHE_HOME="$STATE/helm/cache" HELM_CONFIG_HOME="$STATE/helm/config" HELM_DATA_HOME="$STATE/helm/data"
 
 step "Installing the operator chart (CRDs, RBAC, ServiceAccount) into namespace $OP_NS, watching $NS"
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl get namespace "$NS" >/dev/null 2>&1 || kubectl create namespace "$NS" >/dev/null
 # Scoped to the demo namespace (a Role there, no ClusterRole): the demo touches nothing else.
 helm install "$OP_RELEASE" "$ROOT/charts/rag-sync-operator" -n "$OP_NS" --create-namespace \
   --set watchNamespace="$NS" --wait=hookOnly >/dev/null

@@ -18,11 +18,21 @@ struct Demo {
     octets: [u8; 3],
     port: u16,
     release: String,
+    kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
 
+/// A failed test still stops its instance's processes (they run in their own session).
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if self.state.exists() {
+            let _ = self.command(&["down"]).output();
+        }
+    }
+}
+
 impl Demo {
-    fn new(tag: &str, octets: [u8; 3]) -> Demo {
+    fn new(c: &TestCluster, tag: &str, octets: [u8; 3]) -> Demo {
         let dir = tempfile::tempdir().unwrap();
         let suffix: u32 = rand::random::<u32>() % 100_000;
         Demo {
@@ -31,16 +41,21 @@ impl Demo {
             octets,
             port: support::operator::common_port(&octets),
             release: format!("rag{tag}"),
+            kubeconfig: c.kubeconfig.clone(),
             _dir: dir,
         }
     }
 
-    fn run(&self, c: &TestCluster, args: &[&str]) -> Output {
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run hack/demo.sh")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let root = support::cluster::repo_root();
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_rag-node")).parent().unwrap();
         let ips: Vec<String> = self.octets.iter().map(|o| format!("127.0.0.{o}")).collect();
-        Command::new("bash")
-            .arg(root.join("hack/demo.sh"))
+        let mut cmd = Command::new("bash");
+        cmd.arg(root.join("hack/demo.sh"))
             .args(args)
             .env("RAG_SYNC_DEMO_BIN_DIR", bin_dir)
             .env("DEMO_DOCS", "40")
@@ -51,9 +66,18 @@ impl Demo {
             .env("DEMO_RELEASE", &self.release)
             .env("DEMO_IPS", ips.join(" "))
             .env("DEMO_PORT", self.port.to_string())
-            .env("KUBECONFIG", &c.kubeconfig)
-            .output()
-            .expect("run hack/demo.sh")
+            .env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// Creates the instance's namespaces with the test suite's label, so that `make test`
+    /// removes them afterwards (the demo's `down` keeps its namespaces, as a user expects).
+    fn create_namespaces(&self, c: &TestCluster) {
+        for ns in [self.ns.clone(), format!("{}-op", self.ns)] {
+            c.kubectl_apply(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{rag-sync.test/harness: \"true\"}}}}\n"
+            ));
+        }
     }
 
     fn resources(&self, c: &TestCluster) -> String {
@@ -99,8 +123,9 @@ fn ok(what: &str, out: &Output) -> String {
 async fn demo_converges_over_tls_and_down_stops_only_its_own_instance() {
     let c = support::cluster::cluster().await;
     // Someone's demo, already running.
-    let theirs = Demo::new("a", [74, 75, 76]);
-    let up = theirs.run(&c, &[]);
+    let theirs = Demo::new(&c, "a", [74, 75, 76]);
+    theirs.create_namespaces(&c);
+    let up = theirs.run(&[]);
     let stdout = ok("their demo", &up);
     assert!(
         stdout.contains("demo: converged: all 3 nodes hold all 40 documents"),
@@ -111,9 +136,10 @@ async fn demo_converges_over_tls_and_down_stops_only_its_own_instance() {
     assert!(theirs.node_ready(0).await, "their node answers over HTTPS");
 
     // Ours: up and down, on its own addresses, namespaces and releases.
-    let ours = Demo::new("b", [77, 78, 79]);
-    let up = ours.run(&c, &[]);
-    let down = ours.run(&c, &["down"]);
+    let ours = Demo::new(&c, "b", [77, 78, 79]);
+    ours.create_namespaces(&c);
+    let up = ours.run(&[]);
+    let down = ours.run(&["down"]);
     let stdout = ok("our demo", &up);
     assert!(
         stdout.contains("demo: converged: all 3 nodes hold all 40 documents"),
@@ -133,7 +159,7 @@ async fn demo_converges_over_tls_and_down_stops_only_its_own_instance() {
         theirs.resources(&c).contains("syncpolicy.ragsync.io/mesh"),
         "their resources are still there"
     );
-    ok("their demo down", &theirs.run(&c, &["down"]));
+    ok("their demo down", &theirs.run(&["down"]));
     assert!(!theirs.state.exists());
     assert!(theirs.resources(&c).trim().is_empty());
 }
