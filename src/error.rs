@@ -46,6 +46,12 @@ pub enum Error {
     Stopped { peer: String, refusal: Box<Error> },
     #[error("storage error: {0}")]
     Storage(String),
+    /// The store's disk is full: not a server fault, and it passes once space returns.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// The node cannot serve now (a readiness probe's answer).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -62,6 +68,8 @@ impl Error {
             Error::EmbeddingMismatch(_) => StatusCode::CONFLICT,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyWaiting(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Peer { .. } | Error::PeerRefused { .. } | Error::PeerUnreachable { .. } => {
@@ -82,6 +90,8 @@ impl Error {
             Error::EmbeddingMismatch(_) => "embedding_mismatch",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
+            Error::InsufficientStorage(_) => "insufficient_storage",
+            Error::Unavailable(_) => "unavailable",
             Error::PayloadTooLarge(_) => "body_too_large",
             Error::TooManyWaiting(_) => "too_many_waiting",
             Error::Peer { .. } => "peer_error",
@@ -107,6 +117,8 @@ impl Error {
         "peer_error",
         "peer_unreachable",
         "storage_error",
+        "insufficient_storage",
+        "unavailable",
         "internal_error",
     ];
 
@@ -122,7 +134,12 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::Storage(e.to_string())
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                Error::InsufficientStorage(format!("the disk is full ({e})"))
+            }
+            _ => Error::Storage(e.to_string()),
+        }
     }
 }
 
@@ -157,6 +174,8 @@ mod tests {
                 message: "x".into(),
             },
             Error::Storage("x".into()),
+            Error::InsufficientStorage("x".into()),
+            Error::Unavailable("x".into()),
             Error::Internal("x".into()),
         ];
         for e in &all {

@@ -91,9 +91,26 @@ fn tls_files(args: &Args) -> TlsFiles {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Exits 1 with the error on stderr (written without panicking if stderr is unwritable).
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(&anyhow::anyhow!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> std::process::ExitCode {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "rag-node: error: {e:#}");
+    std::process::ExitCode::FAILURE
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     rag_sync::logging::init(args.log_format, "info");
     let access = access(&args)?;
     let tls = tls_files(&args);

@@ -103,11 +103,16 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when the store reads and its writes can succeed: a node on a full disk is taken out
+/// of rotation (and its peers' and the operator's view) until space returns.
 async fn readyz(State(s): State<NodeState>) -> Result<Json<serde_json::Value>> {
     s.store
         .head()
         .await
-        .map_err(|e| Error::Internal(format!("store not ready: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("store not ready: {e}")))?;
+    if let Some(why) = s.store.writes_failing() {
+        return Err(Error::Unavailable(format!("not ready: {why}")));
+    }
     Ok(Json(json!({"status": "ready"})))
 }
 

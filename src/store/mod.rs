@@ -266,6 +266,11 @@ pub trait Store: Send + Sync + 'static {
     // Sync.
     /// Changes after every commit (see [`Commits`]): what a waiting pull waits on.
     fn commits(&self) -> tokio::sync::watch::Receiver<Commit>;
+    /// Why writes fail now (its disk is full), so that the node reports not ready; `None`
+    /// while they can succeed.
+    fn writes_failing(&self) -> Option<String> {
+        None
+    }
     /// Cursor of the latest commit (zero for an empty log).
     async fn head(&self) -> Result<Hlc>;
     async fn changes_since(

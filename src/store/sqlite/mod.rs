@@ -171,7 +171,10 @@ impl SqliteStore {
         let checkpointer = Checkpointer::start(open_connection(&path, false)?)?;
         let checkpoint = checkpointer.shared();
         let clock = Arc::new(clock);
-        let writer = Writer::start(conn, node, clock.clone(), checkpointer)?;
+        let dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let writer = Writer::start(conn, node, clock.clone(), checkpointer, dir)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
@@ -399,6 +402,10 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    fn writes_failing(&self) -> Option<String> {
+        self.inner.writer.failing()
     }
 
     fn commits(&self) -> tokio::sync::watch::Receiver<crate::store::Commit> {

@@ -1,6 +1,8 @@
 //! The writer thread, which owns the one write connection: group commit of queued writes,
 //! and compaction of superseded rows.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -14,11 +16,36 @@ use crate::hlc::HlcClock;
 use crate::model::NodeId;
 use crate::store::engine::Ctx;
 
+/// Free space a full disk must regain before the store is ready for writes again.
+pub const SPACE_TO_RESUME: u64 = 1 << 20;
+
+/// Bytes free for an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `st` is written by statvfs before use.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // Both are u64 on 64-bit Linux but not on every target.
+    #[allow(clippy::unnecessary_cast)]
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// The writer thread's queue. Dropping it closes the queue; the thread finishes what was
 /// queued and is waited for.
 pub(super) struct Writer {
     jobs: Mutex<Option<Sender<WriteJob>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The directory the store lives in (named when its disk is full).
+    dir: PathBuf,
+    /// The last write failed for want of space (cleared by a write that succeeds, or by
+    /// [`Writer::space_returned`]).
+    full: AtomicBool,
 }
 
 impl Writer {
@@ -28,6 +55,7 @@ impl Writer {
         node: NodeId,
         clock: Arc<HlcClock>,
         checkpointer: Checkpointer,
+        dir: PathBuf,
     ) -> Result<Writer> {
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         let thread = std::thread::Builder::new()
@@ -37,7 +65,28 @@ impl Writer {
         Ok(Writer {
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            dir,
+            full: AtomicBool::new(false),
         })
+    }
+
+    /// Why writes fail now, if they do: the disk is full and has no more room than
+    /// [`SPACE_TO_RESUME`]. Once it has, the next write is tried again.
+    pub(super) fn failing(&self) -> Option<String> {
+        if !self.full.load(Ordering::Relaxed) {
+            return None;
+        }
+        match free_bytes(&self.dir) {
+            Some(free) if free >= SPACE_TO_RESUME => {
+                self.full.store(false, Ordering::Relaxed);
+                None
+            }
+            free => Some(format!(
+                "writes fail: no space left in the data directory {} ({} bytes free)",
+                self.dir.display(),
+                free.map_or("unknown".into(), |f| f.to_string())
+            )),
+        }
     }
 
     /// Runs `f` in a write transaction on the writer thread; its changes are kept only if it
@@ -79,9 +128,23 @@ impl Writer {
         sender
             .send(job)
             .map_err(|_| Error::Internal("the store's writer thread has stopped".into()))?;
-        answer_rx
+        let result = answer_rx
             .await
-            .map_err(|_| Error::Internal("a store write was dropped unanswered".into()))?
+            .map_err(|_| Error::Internal("a store write was dropped unanswered".into()))?;
+        match result {
+            Err(Error::InsufficientStorage(m)) => {
+                self.full.store(true, Ordering::Relaxed);
+                Err(Error::InsufficientStorage(format!(
+                    "no space left in the data directory {}: {m}; nothing of this write was kept",
+                    self.dir.display()
+                )))
+            }
+            Ok(v) => {
+                self.full.store(false, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -200,11 +263,12 @@ fn writer_loop(
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let e = match e {
+                    Error::InsufficientStorage(m) => Error::InsufficientStorage(m),
+                    e => Error::Storage(format!("write transaction failed: {e}")),
+                };
                 for a in answers {
-                    a(Err(Error::Storage(format!(
-                        "write transaction failed: {msg}"
-                    ))));
+                    a(Err(e.clone()));
                 }
             }
         }
