@@ -64,6 +64,13 @@ fn parse_tokens(text: &str) -> Result<Vec<String>, String> {
     Ok(tokens)
 }
 
+fn token_file(what: &str, path: PathBuf) -> Result<Reloading<Vec<String>>, String> {
+    Reloading::new(what, vec![path], |p| {
+        parse_tokens(&crate::reload::read_to_string(&p[0])?)
+            .map_err(|e| format!("{}: {e}", p[0].display()))
+    })
+}
+
 impl Token {
     /// One fixed token (e.g. from an environment variable).
     pub fn fixed(token: &str) -> Result<Token, String> {
@@ -72,20 +79,7 @@ impl Token {
 
     /// The tokens in `path`, one per line, re-read when the file changes.
     pub fn from_file(what: &str, path: PathBuf) -> Result<Token, String> {
-        let r = Reloading::new(what, vec![path], |p| {
-            parse_tokens(&crate::reload::read_to_string(&p[0])?)
-                .map_err(|e| format!("{}: {e}", p[0].display()))
-        })?;
-        Ok(Token(Arc::new(Source::File(r))))
-    }
-
-    /// Checks the file on every use (tests of rotation).
-    pub fn from_file_checked_always(what: &str, path: PathBuf) -> Result<Token, String> {
-        let r = Reloading::new(what, vec![path], |p| {
-            parse_tokens(&crate::reload::read_to_string(&p[0])?)
-        })?
-        .check_always();
-        Ok(Token(Arc::new(Source::File(r))))
+        Ok(Token(Arc::new(Source::File(token_file(what, path)?))))
     }
 
     fn with<R>(&self, f: impl FnOnce(&[String]) -> R) -> R {
@@ -407,7 +401,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("token");
         std::fs::write(&f, "old\n").unwrap();
-        let t = Token::from_file_checked_always("sync token", f.clone()).unwrap();
+        // Checked on every use, not once a second.
+        let t = Token(Arc::new(Source::File(
+            token_file("sync token", f.clone()).unwrap().check_always(),
+        )));
         assert!(t.accepts("old") && !t.accepts("new"));
         std::fs::write(&f, "new\nold\n").unwrap();
         assert_eq!(t.current(), "new");

@@ -88,13 +88,13 @@ fn roots(paths: &[PathBuf], system: &[CertificateDer<'static>]) -> Result<RootCe
 struct ReloadingCert(Reloading<Arc<CertifiedKey>>);
 
 impl ReloadingCert {
-    fn new(cert: &Path, key: &Path, always: bool) -> Result<Self, String> {
-        let r = Reloading::new(
+    fn new(cert: &Path, key: &Path) -> Result<Self, String> {
+        Reloading::new(
             format!("TLS certificate {}", cert.display()),
             vec![cert.to_path_buf(), key.to_path_buf()],
             |p| certified_key(&p[0], &p[1]).map(Arc::new),
-        )?;
-        Ok(ReloadingCert(if always { r.check_always() } else { r }))
+        )
+        .map(ReloadingCert)
     }
 }
 
@@ -254,18 +254,33 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
     /// CAs peers' certificates are verified against, besides the system's roots.
     pub peer_ca: Option<PathBuf>,
-    /// Look at the files on every handshake instead of once a second (tests).
-    pub check_always: bool,
-}
-
-fn reloading<T>(r: Result<Reloading<T>, String>, always: bool) -> Result<Reloading<T>, String> {
-    r.map(|r| if always { r.check_always() } else { r })
 }
 
 impl TlsFiles {
-    /// The HTTPS server's config, or `None` without a certificate.
-    pub fn server_config(&self) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-        let Some((cert, key)) = &self.cert else {
+    /// The HTTPS server's config (`None` without a certificate) and the sync client's
+    /// (`None` without a peer CA: reqwest's defaults, the system's roots). Both serve the one
+    /// reloading certificate.
+    pub fn configs(
+        &self,
+    ) -> Result<
+        (
+            Option<Arc<rustls::ServerConfig>>,
+            Option<rustls::ClientConfig>,
+        ),
+        String,
+    > {
+        let cert = match &self.cert {
+            Some((cert, key)) => Some(Arc::new(ReloadingCert::new(cert, key)?)),
+            None => None,
+        };
+        Ok((self.server_config(cert.clone())?, self.client_config(cert)?))
+    }
+
+    fn server_config(
+        &self,
+        cert: Option<Arc<ReloadingCert>>,
+    ) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+        let Some(cert) = cert else {
             if self.client_ca.is_some() {
                 return Err("--tls-client-ca-file needs --tls-cert-file and --tls-key-file".into());
             }
@@ -278,19 +293,16 @@ impl TlsFiles {
         let builder = match &self.client_ca {
             Some(ca) => {
                 let p = provider.clone();
-                let inner = reloading(
-                    Reloading::new(
-                        format!("client CA {}", ca.display()),
-                        vec![ca.clone()],
-                        move |paths| {
-                            let roots = roots(paths, &[])?;
-                            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), p.clone())
-                                .allow_unauthenticated()
-                                .build()
-                                .map_err(|e| e.to_string())
-                        },
-                    ),
-                    self.check_always,
+                let inner = Reloading::new(
+                    format!("client CA {}", ca.display()),
+                    vec![ca.clone()],
+                    move |paths| {
+                        let roots = roots(paths, &[])?;
+                        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), p.clone())
+                            .allow_unauthenticated()
+                            .build()
+                            .map_err(|e| e.to_string())
+                    },
                 )?;
                 builder.with_client_cert_verifier(Arc::new(ReloadingClientVerifier {
                     inner,
@@ -299,35 +311,32 @@ impl TlsFiles {
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config =
-            builder.with_cert_resolver(Arc::new(ReloadingCert::new(cert, key, self.check_always)?));
+        let mut config = builder.with_cert_resolver(cert);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))
     }
 
-    /// The sync client's config, or `None` when nothing is configured (reqwest's defaults:
-    /// the system's roots).
-    pub fn client_config(&self) -> Result<Option<rustls::ClientConfig>, String> {
+    fn client_config(
+        &self,
+        cert: Option<Arc<ReloadingCert>>,
+    ) -> Result<Option<rustls::ClientConfig>, String> {
         let Some(peer_ca) = &self.peer_ca else {
             return Ok(None);
         };
         let provider = provider();
         let system = rustls_native_certs::load_native_certs().certs;
         let p = provider.clone();
-        let inner = reloading(
-            Reloading::new(
-                format!("peer CA {}", peer_ca.display()),
-                vec![peer_ca.clone()],
-                move |paths| {
-                    WebPkiServerVerifier::builder_with_provider(
-                        Arc::new(roots(paths, &system)?),
-                        p.clone(),
-                    )
-                    .build()
-                    .map_err(|e| e.to_string())
-                },
-            ),
-            self.check_always,
+        let inner = Reloading::new(
+            format!("peer CA {}", peer_ca.display()),
+            vec![peer_ca.clone()],
+            move |paths| {
+                WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots(paths, &system)?),
+                    p.clone(),
+                )
+                .build()
+                .map_err(|e| e.to_string())
+            },
         )?;
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -337,13 +346,10 @@ impl TlsFiles {
                 inner,
                 provider,
             }));
-        let mut config =
-            match &self.cert {
-                Some((cert, key)) => builder.with_client_cert_resolver(Arc::new(
-                    ReloadingCert::new(cert, key, self.check_always)?,
-                )),
-                None => builder.with_no_client_auth(),
-            };
+        let mut config = match cert {
+            Some(cert) => builder.with_client_cert_resolver(cert),
+            None => builder.with_no_client_auth(),
+        };
         // reqwest speaks HTTP/1.1 here (its http2 feature is off).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Some(config))

@@ -133,13 +133,13 @@ fn a_corrupt_store_is_a_clear_error_at_start() {
         b"this is not a SQLite database, it only has its name",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rag-node"))
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let node = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rag-node"));
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path());
+        cmd
+    };
+    let out = node().output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -153,11 +153,7 @@ fn a_corrupt_store_is_a_clear_error_at_start() {
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_rag-node"))
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(dir.path())
+    let status = node()
         .stdout(full.try_clone().unwrap())
         .stderr(full)
         .status()

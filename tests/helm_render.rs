@@ -418,6 +418,17 @@ fn operator_chart_renders_what_custom_values_say() {
     assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
 }
 
+/// The pod template's volume `name`.
+fn volume_named(pod: &Value, name: &str) -> Value {
+    pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("a volume {name}"))
+}
+
 #[test]
 fn rag_node_chart_renders_its_defaults() {
     let (release, ns) = ("rag", "rag");
@@ -517,15 +528,7 @@ fn rag_node_chart_renders_its_defaults() {
         !args.iter().any(|a| a.starts_with("--tls-client-ca-file")),
         "mutual TLS is opt-in: {args:?}"
     );
-    let volume = |n: &str| {
-        pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == n)
-            .cloned()
-            .unwrap_or_else(|| panic!("a volume {n}"))
-    };
+    let volume = |n: &str| volume_named(pod, n);
     assert_eq!(
         volume("tokens")["projected"]["sources"],
         json!([
@@ -618,15 +621,7 @@ fn rag_node_chart_renders_what_custom_values_say() {
     let args = strings(&container["args"]);
     assert!(args.contains(&"--log-format=text".to_string()));
     assert!(args.contains(&"--tls-client-ca-file=/etc/rag-sync/tls/ca.crt".to_string()));
-    let volume = |n: &str| {
-        pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == n)
-            .cloned()
-            .unwrap_or_else(|| panic!("a volume {n}"))
-    };
+    let volume = |n: &str| volume_named(pod, n);
     assert_eq!(
         volume("tokens")["projected"]["sources"],
         json!([

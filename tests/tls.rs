@@ -10,23 +10,30 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use support::node::{wait_for, NodeOptions, NodeTls, TestNode, WAIT};
-use support::pki::{write_atomically, Ca, Validity};
+use support::pki::{write_atomically, Ca, Leaf, Validity};
 
 fn ip(octet: u8) -> IpAddr {
     format!("127.0.0.{octet}").parse().unwrap()
 }
 
-/// Options for a node on 127.0.0.`octet` serving a certificate of `ca` for that address.
-fn https(ca: &Ca, name: &str, octet: u8, trust: &Path, mutual: bool) -> NodeOptions {
+/// Options for a node serving `leaf` and trusting `trust`; with `accept_invalid` the test's
+/// own client accepts the node's certificate whatever it is (to reach a node peers refuse).
+fn serving(leaf: Leaf, trust: &Path, mutual: bool, accept_invalid: bool) -> NodeOptions {
     NodeOptions {
         tls: Some(NodeTls {
-            leaf: ca.leaf(name, &[ip(octet)], &[], Validity::Current),
+            leaf,
             ca: trust.to_path_buf(),
             mutual,
-            accept_invalid: false,
+            accept_invalid,
         }),
         ..Default::default()
     }
+}
+
+/// Options for a node on 127.0.0.`octet` serving a certificate of `ca` for that address.
+fn https(ca: &Ca, name: &str, octet: u8, trust: &Path, mutual: bool) -> NodeOptions {
+    let leaf = ca.leaf(name, &[ip(octet)], &[], Validity::Current);
+    serving(leaf, trust, mutual, false)
 }
 
 /// The error of the round's only peer after a `POST /admin/sync`.
@@ -60,15 +67,12 @@ async fn nodes_sync_over_https_and_refuse_untrusted_or_expired_peers() {
     let stranger = TestNode::start(
         "stranger",
         223,
-        NodeOptions {
-            tls: Some(NodeTls {
-                leaf: other.leaf("stranger", &[ip(223)], &[], Validity::Current),
-                ca: ca.ca_file.clone(),
-                mutual: false,
-                accept_invalid: true,
-            }),
-            ..Default::default()
-        },
+        serving(
+            other.leaf("stranger", &[ip(223)], &[], Validity::Current),
+            &ca.ca_file,
+            false,
+            true,
+        ),
     )
     .await;
     stranger.create_collection("docs", json!({})).await;
@@ -87,15 +91,12 @@ async fn nodes_sync_over_https_and_refuse_untrusted_or_expired_peers() {
     let expired = TestNode::start(
         "expired",
         224,
-        NodeOptions {
-            tls: Some(NodeTls {
-                leaf: ca.leaf("expired", &[ip(224)], &[], Validity::Expired),
-                ca: ca.ca_file.clone(),
-                mutual: false,
-                accept_invalid: true,
-            }),
-            ..Default::default()
-        },
+        serving(
+            ca.leaf("expired", &[ip(224)], &[], Validity::Expired),
+            &ca.ca_file,
+            false,
+            true,
+        ),
     )
     .await;
     expired.create_collection("docs", json!({})).await;
@@ -115,20 +116,7 @@ async fn a_replaced_certificate_is_served_without_a_restart() {
     let other = Ca::new(dir.path(), "other");
     // a starts with a certificate b does not trust, as if issued by the wrong issuer.
     let leaf = other.leaf("a", &[ip(225)], &[], Validity::Current);
-    let a = TestNode::start(
-        "a",
-        225,
-        NodeOptions {
-            tls: Some(NodeTls {
-                leaf: leaf.clone(),
-                ca: ca.ca_file.clone(),
-                mutual: false,
-                accept_invalid: true,
-            }),
-            ..Default::default()
-        },
-    )
-    .await;
+    let a = TestNode::start("a", 225, serving(leaf.clone(), &ca.ca_file, false, true)).await;
     let b = TestNode::start("b", 226, https(&ca, "b", 226, &ca.ca_file, false)).await;
     a.create_collection("docs", json!({})).await;
     a.put_doc("docs", "d1", "renewed").await;
@@ -326,19 +314,11 @@ async fn the_charts_generated_certificate_names_every_pod() {
         std::fs::write(&p, decode_base64(tls["data"][k].as_str().unwrap())).unwrap();
         p
     };
-    let node_tls = NodeTls {
-        leaf: support::pki::Leaf {
-            cert: file("tls.crt"),
-            key: file("tls.key"),
-        },
-        ca: file("ca.crt"),
-        mutual: true,
-        accept_invalid: false,
+    let leaf = Leaf {
+        cert: file("tls.crt"),
+        key: file("tls.key"),
     };
-    let opts = NodeOptions {
-        tls: Some(node_tls),
-        ..Default::default()
-    };
+    let opts = serving(leaf, &file("ca.crt"), true, false);
     let a = TestNode::start("rag-rag-node-0", 233, opts.clone()).await;
     let b = TestNode::start("rag-rag-node-1", 234, opts).await;
     a.create_collection("docs", json!({})).await;

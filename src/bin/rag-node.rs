@@ -87,7 +87,6 @@ fn tls_files(args: &Args) -> TlsFiles {
         cert: args.tls_cert_file.clone().zip(args.tls_key_file.clone()),
         client_ca: args.tls_client_ca_file.clone(),
         peer_ca: args.peer_ca_file.clone(),
-        check_always: false,
     }
 }
 
@@ -114,8 +113,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     rag_sync::logging::init(args.log_format, "info");
     let access = access(&args)?;
     let tls = tls_files(&args);
-    let server_tls = tls.server_config().map_err(anyhow::Error::msg)?;
-    let client_tls = tls.client_config().map_err(anyhow::Error::msg)?;
+    let (server_tls, client_tls) = tls.configs().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let clock = HlcClock::new(SkewedClock(args.clock_offset_ms), args.max_clock_drift_ms);
