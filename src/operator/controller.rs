@@ -225,18 +225,17 @@ impl Ctx {
         }
     }
 
-    /// One key of a Secret in the policy's namespace.
-    async fn secret_value(&self, ns: &str, name: &str, key: &str) -> Result<Vec<u8>, String> {
+    /// The data of a Secret in the policy's namespace.
+    async fn secret_data(&self, ns: &str, name: &str) -> Result<SecretData, String> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let secret = api
             .get(name)
             .await
             .map_err(|e| format!("reading Secret {ns}/{name}: {e}"))?;
-        secret
-            .data
-            .and_then(|mut d| d.remove(key))
-            .map(|v| v.0)
-            .ok_or_else(|| format!("Secret {ns}/{name} has no key '{key}'"))
+        Ok(SecretData {
+            what: format!("Secret {ns}/{name}"),
+            data: secret.data.unwrap_or_default(),
+        })
     }
 
     async fn token(&self, policy: &SyncPolicy) -> Result<Option<String>, String> {
@@ -244,7 +243,7 @@ impl Ctx {
             return Ok(None);
         };
         let ns = policy.namespace().unwrap_or_default();
-        let value = self.secret_value(&ns, &r.name, &r.key).await?;
+        let value = self.secret_data(&ns, &r.name).await?.take(&r.key)?;
         let token = String::from_utf8(value)
             .map_err(|_| format!("Secret {ns}/{} key '{}' is not UTF-8", r.name, r.key))?;
         Ok(Some(token.trim().to_string()))
@@ -258,12 +257,19 @@ impl Ctx {
         };
         let ns = policy.namespace().unwrap_or_default();
         let r = &tls.ca_secret_ref;
-        let ca = self.secret_value(&ns, &r.name, &r.key).await?;
+        let mut ca_secret = self.secret_data(&ns, &r.name).await?;
+        let ca = ca_secret.take(&r.key)?;
         let identity = match &tls.client_cert_secret_ref {
             Some(c) => {
-                let mut pem = self.secret_value(&ns, &c.name, "tls.crt").await?;
+                // Often the same Secret as the CA's (the rag-node chart's): read once.
+                let mut secret = if c.name == r.name {
+                    ca_secret
+                } else {
+                    self.secret_data(&ns, &c.name).await?
+                };
+                let mut pem = secret.take("tls.crt")?;
                 pem.push(b'\n');
-                pem.extend(self.secret_value(&ns, &c.name, "tls.key").await?);
+                pem.extend(secret.take("tls.key")?);
                 Some(pem)
             }
             None => None,
@@ -285,6 +291,21 @@ impl Ctx {
 
     fn lock_tls_clients(&self) -> std::sync::MutexGuard<'_, HashMap<u64, reqwest::Client>> {
         self.tls_clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A Secret's data, named for errors.
+struct SecretData {
+    what: String,
+    data: BTreeMap<String, k8s_openapi::ByteString>,
+}
+
+impl SecretData {
+    fn take(&mut self, key: &str) -> Result<Vec<u8>, String> {
+        self.data
+            .remove(key)
+            .map(|v| v.0)
+            .ok_or_else(|| format!("{} has no key '{key}'", self.what))
     }
 }
 
