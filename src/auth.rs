@@ -18,9 +18,10 @@ use axum::response::{IntoResponse, Response};
 use crate::error::Error;
 use crate::reload::Reloading;
 
-/// Paths that never need a token or a client certificate (liveness and readiness probes,
-/// which the kubelet calls with neither).
-pub const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+/// Paths that never need a token or a client certificate: the liveness and readiness probes,
+/// which the kubelet calls with neither, and the API's OpenAPI document, which holds nothing
+/// secret.
+pub const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
 
 /// The header that carries the token where `Authorization` cannot travel: the Kubernetes API
 /// server's pod proxy (`.../pods/{pod}:{port}/proxy/...`) consumes the caller's own
@@ -192,8 +193,8 @@ impl Access {
                 }
                 true
             }
-            Class::Admin | Class::Data => self.sync.is_some() || self.admin.is_some(),
-            Class::Sync => self.sync.is_some(),
+            // /sync/* serves every document, so any configured token guards it.
+            Class::Admin | Class::Data | Class::Sync => self.sync.is_some() || self.admin.is_some(),
             Class::Open => false,
         };
         if !needed || sync_ok || admin_ok {
@@ -362,13 +363,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_admin_token_alone_leaves_sync_open_and_locks_admin_and_data() {
+    async fn an_admin_token_alone_locks_sync_admin_and_data() {
         let access = || Access {
             admin: Some(Token::fixed("admin-t").unwrap()),
             ..Access::default()
         };
         assert_eq!(
             get_with(access(), "/sync/watermark", &[]).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get_with(
+                access(),
+                "/sync/watermark",
+                &[("authorization", "Bearer admin-t")]
+            )
+            .await
+            .0,
             StatusCode::OK
         );
         assert_eq!(

@@ -349,3 +349,21 @@ async fn the_charts_generated_certificate_names_every_pod() {
         .expect("a name outside the certificate");
     assert!(e.contains("certificate not valid for name"), "{e}");
 }
+
+#[test]
+fn an_admin_token_without_a_sync_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin-token");
+    std::fs::write(&admin, "admin-secret\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rag-node"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--admin-token-file")
+        .arg(&admin)
+        .env_remove("RAG_SYNC_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs a sync token too"), "{stderr}");
+}

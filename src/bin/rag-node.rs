@@ -75,6 +75,14 @@ fn access(args: &Args) -> anyhow::Result<Access> {
         Some(f) => Some(Token::from_file("admin token", f.clone()).map_err(anyhow::Error::msg)?),
         None => None,
     };
+    // An admin token alone would leave peers nothing to send, or /sync/* (every document) open.
+    if admin.is_some() && sync.is_none() {
+        anyhow::bail!(
+            "--admin-token-file needs a sync token too (--token-file or RAG_SYNC_TOKEN): \
+             peers authenticate with it, and without one /sync/* would serve every document \
+             to anyone"
+        );
+    }
     Ok(Access {
         sync,
         admin,
