@@ -90,6 +90,8 @@ pub struct LatencyFigures {
     pub idle_cpu_pct: Option<f64>,
     pub hub: Option<Delivery>,
     pub sustained: Option<Sustained>,
+    /// `--latency-sparse N`: node count and write-to-all delivery.
+    pub sparse: Option<(usize, Delivery)>,
 }
 
 /// Where a run's nodes come from and what they share.
@@ -319,7 +321,52 @@ async fn sustained(ctx: &Ctx<'_>) -> Result<Sustained> {
 }
 
 /// One `--latency` run on fresh nodes.
+/// Each node pulls from its ring predecessor and two chords (a third and a half of the way
+/// round): in-degree 3 and a diameter of a few hops, like the operator's `Sparse`.
+fn sparse_sources(count: usize) -> impl Fn(usize) -> Vec<usize> {
+    move |i| {
+        let mut from: Vec<usize> = [1, count / 3, count / 2]
+            .iter()
+            .map(|d| (i + count - d.max(&1)) % count)
+            .filter(|j| *j != i)
+            .collect();
+        from.sort_unstable();
+        from.dedup();
+        from
+    }
+}
+
+/// An `n`-node sparse graph: writes round-robin over all nodes. Writes slower than
+/// `SLOW` are named with the nodes that were last to show them.
+async fn sparse(ctx: &Ctx<'_>, count: usize) -> Result<Delivery> {
+    const SLOW: Duration = Duration::from_secs(2);
+    let (nodes, feeds) = topology(
+        ctx,
+        &format!("s{count}-n"),
+        count,
+        sparse_sources(count),
+        |_| true,
+    )
+    .await?;
+    let writers: Vec<usize> = (0..count).collect();
+    let latencies = one_at_a_time(ctx, &nodes, &feeds, &writers).await?;
+    for (k, l) in latencies.iter().enumerate().filter(|(_, l)| **l > SLOW) {
+        eprintln!(
+            "slow: write w-{k:06} from node {} took {l:?}",
+            writers[k % count] + 1
+        );
+    }
+    Ok(Delivery::of(&latencies))
+}
+
 pub async fn latency_run(ctx: &Ctx<'_>) -> Result<LatencyFigures> {
+    if ctx.args.latency_sparse > 0 {
+        let n = ctx.args.latency_sparse;
+        return Ok(LatencyFigures {
+            sparse: Some((n, sparse(ctx, n).await?)),
+            ..Default::default()
+        });
+    }
     let (nodes, feeds, mesh5) = mesh(ctx, 5).await?;
     drop(feeds);
     drop(nodes);
@@ -341,5 +388,6 @@ pub async fn latency_run(ctx: &Ctx<'_>) -> Result<LatencyFigures> {
         idle_cpu_pct: Some(idle),
         hub: Some(hub),
         sustained: Some(sustained),
+        sparse: None,
     })
 }

@@ -91,6 +91,10 @@ struct Args {
     /// With `--latency`: only the 5-node mesh (a quick run).
     #[arg(long)]
     latency_only_5: bool,
+    /// With `--latency`: only an N-node sparse graph instead (each node pulls from its ring
+    /// predecessor and two chords, as the operator's `Sparse` with fanout 3 does).
+    #[arg(long, default_value_t = 0)]
+    latency_sparse: usize,
 }
 
 #[tokio::main]

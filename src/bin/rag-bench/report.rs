@@ -170,6 +170,9 @@ fn delivery(d: &Delivery) -> String {
 
 /// The line for `--latency` run `run` (from 0).
 pub fn latency_run_line(run: usize, f: &LatencyFigures) -> String {
+    if let Some((n, d)) = &f.sparse {
+        return format!("  run {}: sparse{n} {}", run + 1, delivery(d));
+    }
     let mut parts = vec![format!("mesh5 {}", delivery(&f.mesh5))];
     if let Some(d) = &f.mesh16 {
         parts.push(format!("mesh16 {}", delivery(d)));
@@ -224,14 +227,26 @@ pub fn latency_summary(runs: &[LatencyFigures]) -> Vec<String> {
     figure(
         "mesh5: visible on all, p50",
         "ms",
-        col(&|r| Some(r.mesh5.p50_ms)),
+        col(&|r| r.sparse.is_none().then_some(r.mesh5.p50_ms)),
         Some((10.0, "<= 10")),
     );
     figure(
         "mesh5: visible on all, p99",
         "ms",
-        col(&|r| Some(r.mesh5.p99_ms)),
+        col(&|r| r.sparse.is_none().then_some(r.mesh5.p99_ms)),
         Some((50.0, "<= 50")),
+    );
+    figure(
+        "sparse (fanout 3): on all, p50",
+        "ms",
+        col(&|r| r.sparse.as_ref().map(|(_, d)| d.p50_ms)),
+        None,
+    );
+    figure(
+        "sparse (fanout 3): on all, p99",
+        "ms",
+        col(&|r| r.sparse.as_ref().map(|(_, d)| d.p99_ms)),
+        None,
     );
     figure(
         "mesh16: visible on all, p50",
