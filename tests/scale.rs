@@ -194,9 +194,14 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
     let urls: Vec<String> = env.nodes.iter().map(|n| n.url()).collect();
     let watch = feeds::Feeds::start(&http, &urls, Some(TOKEN));
     watch.wait_collection().await.unwrap();
+    eprintln!(
+        "collection on every member after {:.2} s",
+        applied.elapsed().as_secs_f64()
+    );
     // Timed once the start-up rounds are over, one write at a time: each is sent once the
     // one before is on every member, so this is latency, not a queue.
     wait_converged(&env, n).await;
+    eprintln!("converged after {:.2} s", applied.elapsed().as_secs_f64());
     let mut sent = Vec::new();
     for k in 0..WRITES {
         let origin = (k * 37) % n;
@@ -287,6 +292,10 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
         }
         assert!(settled.elapsed() < CONVERGE, "statuses never settled");
     }
+    eprintln!(
+        "statuses settled after {:.2} s",
+        applied.elapsed().as_secs_f64()
+    );
     let versions = env.resource_versions();
     let status_before = env.policy_status("big").await;
     let pushes = metric("ragsync_operator_config_pushes_total").await;

@@ -161,7 +161,12 @@ impl TestNode {
             .arg("--clock-offset-ms")
             .arg(self.opts.clock_offset_ms.to_string())
             .args(&self.opts.extra_args)
-            .env("RUST_LOG", "info,tower_http=warn")
+            .env(
+                "RUST_LOG",
+                // Overridable to trace one module in a failing run.
+                std::env::var("RAGSYNC_TEST_NODE_LOG")
+                    .unwrap_or_else(|_| "info,tower_http=warn".into()),
+            )
             .env_remove("RAG_SYNC_TOKEN")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -467,6 +472,14 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill9();
+        // For a post-mortem of a failing or slow run: the log outlives the temp dir.
+        if let Ok(dir) = std::env::var("RAGSYNC_TEST_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                self.log_path(),
+                Path::new(&dir).join(format!("{}.log", self.name)),
+            );
+        }
     }
 }
 

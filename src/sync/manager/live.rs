@@ -291,6 +291,7 @@ impl SyncManager {
                 lost.borrow_and_update();
                 let quiet = self.live_sources.quiet_for(peer_id);
                 let counts_on_sources = !quiet.is_empty();
+                tracing::trace!(peer = peer_id, %since, ?quiet, "live wait sent");
                 let wait = WaitFor {
                     since,
                     limit: self.config().batch_size,
@@ -306,7 +307,10 @@ impl SyncManager {
                     Ok(()) = lost.changed(), if counts_on_sources => continue,
                 };
                 match answer {
-                    Ok(raw) => return Wake::Remote(Box::new(Waited { since, filter, raw })),
+                    Ok(raw) => {
+                        tracing::trace!(peer = peer_id, %since, "live wait answered");
+                        return Wake::Remote(Box::new(Waited { since, filter, raw }));
+                    }
                     Err(e) => {
                         tracing::debug!(peer = peer_id, error = %e, "live wait failed");
                         self.live_sources.set(peer_id, None);
