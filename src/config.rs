@@ -2,12 +2,24 @@
 //! computes. Validation lives here so the node and the operator agree on what is valid.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::hlc::Hlc;
 
 /// Which way changes flow between this node and a peer.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
@@ -30,7 +42,7 @@ impl Direction {
 }
 
 /// How a concurrent update (neither version vector dominates) is resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, ToSchema)]
 pub enum ConflictStrategy {
     /// Greater `(hlc, node_id)` wins everywhere; converges in any topology.
     #[default]
@@ -44,7 +56,7 @@ pub enum ConflictStrategy {
 }
 
 /// One peer of this node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// A stable name for the peer (the operator uses the pod name).
@@ -54,6 +66,7 @@ pub struct PeerConfig {
     /// The IP address the endpoint's host name stands for, used instead of a DNS lookup
     /// (the operator names pods by their stable DNS names, which their certificates hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub address: Option<std::net::IpAddr>,
     #[serde(default)]
     pub direction: Direction,
@@ -66,14 +79,16 @@ pub struct PeerConfig {
 }
 
 /// The whole sync configuration of a node, replaced at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     #[serde(default = "default_interval")]
+    #[schema(minimum = 1, maximum = 86_400)]
     pub interval_seconds: u64,
     #[serde(default = "default_batch")]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub batch_size: usize,
     #[serde(default)]
     pub conflict_strategy: ConflictStrategy,

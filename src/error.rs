@@ -58,6 +58,38 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The body of every error response: `{"error": <code>, "message": <what is wrong>}`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ErrorBody {
+    /// A stable machine-readable code, one of [`Error::CODES`].
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(e: &Error) -> Self {
+        ErrorBody {
+            error: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for ErrorBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "error": {"type": "string", "enum": Error::CODES},
+                "message": {"type": "string"},
+            },
+            "required": ["error", "message"],
+        });
+        serde_json::from_value(schema).expect("a hand-written schema is a valid schema object")
+    }
+}
+impl utoipa::ToSchema for ErrorBody {}
+
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {

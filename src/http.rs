@@ -17,8 +17,7 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let body = serde_json::json!({"error": self.code(), "message": self.to_string()});
-        (status, axum::Json(body)).into_response()
+        (status, axum::Json(crate::error::ErrorBody::from(&self))).into_response()
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::hlc::Hlc;
 
@@ -124,7 +125,7 @@ impl VersionVector {
 }
 
 /// The version of a record: who wrote it when, and what history it has seen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Version {
     pub hlc: Hlc,
     pub node: NodeId,
@@ -138,11 +139,15 @@ impl Version {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `min_tokens` must not exceed `max_tokens`, and `overlap_tokens` must be less than it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChunkingSettings {
+    #[schema(minimum = 1, maximum = 1_000_000, default = 512)]
     pub max_tokens: u32,
+    #[schema(maximum = 1_000_000, default = 64)]
     pub min_tokens: u32,
+    #[schema(maximum = 999_999, default = 50)]
     pub overlap_tokens: u32,
 }
 
@@ -156,11 +161,14 @@ impl Default for ChunkingSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchSettings {
+    #[schema(minimum = 1, maximum = 10_000, default = 5)]
     pub top_k: u32,
+    #[schema(default = false)]
     pub hybrid: bool,
+    #[schema(minimum = 0.0, maximum = 1.0, default = 0.5)]
     pub hybrid_alpha: f64,
 }
 
@@ -176,16 +184,18 @@ impl Default for SearchSettings {
 
 /// Which embedding model produced a collection's vectors. Vectors of different models are
 /// never mixed: sync of a collection stops while two nodes name different models.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddingSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65_536)]
     pub dimensions: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CollectionSettings {
     pub chunking: ChunkingSettings,
@@ -196,7 +206,7 @@ pub struct CollectionSettings {
 /// When a settings field was last written. Settings merge as per-field last-writer-wins
 /// registers: each unit keeps the value with the greatest stamp, which is commutative,
 /// associative and idempotent, and respects causality (a later write has a greater HLC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 pub struct Stamp {
     pub hlc: Hlc,
     pub node: NodeId,
@@ -298,8 +308,9 @@ impl CollectionSettings {
 }
 
 /// A document as the data API and the sync protocol carry it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Document {
+    #[schema(pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$")]
     pub id: String,
     pub content: String,
     #[serde(default)]
@@ -376,7 +387,9 @@ impl<'de> Deserialize<'de> for Metadata {
 }
 
 /// What kind of record a key names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Collection,
@@ -429,7 +442,7 @@ impl RecordKey {
 /// On the wire and in the store: `{"kind": "collection" | "document" | "deleted", ...}`.
 /// Deserialised by hand (see [`crate::wire::codec`]): serde's derive for an internally
 /// tagged enum buffers every field of every record into an intermediate tree first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Value {
     Collection {
@@ -446,10 +459,11 @@ pub enum Value {
 /// A losing version kept after a concurrent update. Part of the replicated state (merged by
 /// set union keyed by `(hlc, node)`), so every node that learns of the record learns of its
 /// conflicts too, whatever order it saw the versions in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConflictVersion {
     pub hlc: Hlc,
     pub node: NodeId,
+    #[schema(schema_with = Value::schema)]
     pub value: Value,
 }
 

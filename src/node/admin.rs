@@ -6,12 +6,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
 use crate::config::SyncConfig;
 use crate::error::{Error, Result};
 use crate::http::{Json, Query};
 use crate::node::NodeState;
+use crate::wire::admin::Probe;
 use crate::wire::query::BacklogParams;
 use crate::wire::{Backlog, BacklogQuery, NodeStatus, PullerStatus, SyncNowResponse};
 
@@ -26,24 +27,40 @@ pub fn routes() -> Router<NodeState> {
         .route("/metrics", get(metrics))
 }
 
-async fn get_config(State(s): State<NodeState>) -> Json<SyncConfig> {
+/// The sync configuration the node runs with.
+#[utoipa::path(get, path = "/admin/config", tag = "admin",
+    responses((status = 200, description = "The configuration.", body = SyncConfig)))]
+pub async fn get_config(State(s): State<NodeState>) -> Json<SyncConfig> {
     Json(s.manager.config())
 }
 
-async fn put_config(
+/// Replaces the sync configuration (peers, interval, batch size, conflict strategy); takes
+/// effect at once.
+#[utoipa::path(put, path = "/admin/config", tag = "admin", request_body = SyncConfig,
+    responses(
+        (status = 200, description = "The configuration now in force.", body = SyncConfig),
+        (status = 400, description = "A field out of range, or an invalid body.", body = crate::error::ErrorBody)))]
+pub async fn put_config(
     State(s): State<NodeState>,
     Json(cfg): Json<SyncConfig>,
 ) -> Result<Json<SyncConfig>> {
     Ok(Json(s.manager.set_config(cfg).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct SyncQuery {
+#[into_params(parameter_in = Query)]
+pub struct SyncQuery {
+    /// Only this peer (its `peer_id`); default every peer.
     peer: Option<String>,
 }
 
-async fn sync_now(
+/// Runs a sync round with each peer now and reports it.
+#[utoipa::path(post, path = "/admin/sync", tag = "admin", params(SyncQuery),
+    responses(
+        (status = 200, description = "The round with each peer.", body = SyncNowResponse),
+        (status = 404, description = "No such peer.", body = crate::error::ErrorBody)))]
+pub async fn sync_now(
     State(s): State<NodeState>,
     Query(q): Query<SyncQuery>,
 ) -> Result<Json<SyncNowResponse>> {
@@ -54,7 +71,10 @@ async fn sync_now(
     Ok(Json(SyncNowResponse { peers }))
 }
 
-async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
+/// What the node knows about itself, its peers and the nodes that pull from it.
+#[utoipa::path(get, path = "/admin/status", tag = "admin",
+    responses((status = 200, description = "The node's status.", body = NodeStatus)))]
+pub async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
     let store = &s.store;
     let stats = store.stats().await?;
     Ok(Json(NodeStatus {
@@ -91,7 +111,12 @@ async fn pullers(s: &NodeState) -> Result<Vec<PullerStatus>> {
     Ok(out)
 }
 
-async fn backlog(
+/// How much of the log lies after a cursor.
+#[utoipa::path(get, path = "/admin/backlog", tag = "admin", params(crate::wire::query::BacklogParams),
+    responses(
+        (status = 200, description = "The backlog.", body = Backlog),
+        (status = 400, description = "An invalid parameter.", body = crate::error::ErrorBody)))]
+pub async fn backlog(
     State(s): State<NodeState>,
     Query(params): Query<BacklogParams>,
 ) -> Result<Json<Backlog>> {
@@ -99,13 +124,20 @@ async fn backlog(
     Ok(Json(s.store.backlog(q.since, &q.collections).await?))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: the process serves requests. Needs no token.
+#[utoipa::path(get, path = "/healthz", tag = "probes", security(),
+    responses((status = 200, description = "Alive.", body = Probe)))]
+pub async fn healthz() -> Json<Probe> {
+    Json(Probe { status: "ok" })
 }
 
 /// Ready when the store reads and its writes can succeed: a node on a full disk is taken out
 /// of rotation (and its peers' and the operator's view) until space returns.
-async fn readyz(State(s): State<NodeState>) -> Result<Json<serde_json::Value>> {
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(),
+    responses(
+        (status = 200, description = "Ready.", body = Probe),
+        (status = 503, description = "Not ready: the store cannot be read, or its writes fail (e.g. a full disk).", body = crate::error::ErrorBody)))]
+pub async fn readyz(State(s): State<NodeState>) -> Result<Json<Probe>> {
     s.store
         .head()
         .await
@@ -113,10 +145,13 @@ async fn readyz(State(s): State<NodeState>) -> Result<Json<serde_json::Value>> {
     if let Some(why) = s.store.writes_failing() {
         return Err(Error::Unavailable(format!("not ready: {why}")));
     }
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(Probe { status: "ready" }))
 }
 
-async fn metrics(State(s): State<NodeState>) -> Result<impl IntoResponse> {
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "admin",
+    responses((status = 200, description = "The metrics.", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
+pub async fn metrics(State(s): State<NodeState>) -> Result<impl IntoResponse> {
     let m = s.manager.metrics();
     let store = &s.store;
     let stats = store.stats().await?;

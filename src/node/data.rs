@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::routing::{get, put};
 use axum::Router;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::error::{Error, Result};
 use crate::http::{Json, Path, Query};
@@ -65,7 +66,10 @@ fn document_view(r: Record) -> Result<DocumentView> {
     }
 }
 
-async fn list_collections(State(s): State<NodeState>) -> Result<Json<CollectionList>> {
+/// Every collection, in name order.
+#[utoipa::path(get, path = "/collections", tag = "data",
+    responses((status = 200, description = "The collections.", body = CollectionList)))]
+pub async fn list_collections(State(s): State<NodeState>) -> Result<Json<CollectionList>> {
     let list = s
         .store
         .list_collections()
@@ -76,7 +80,17 @@ async fn list_collections(State(s): State<NodeState>) -> Result<Json<CollectionL
     Ok(Json(CollectionList { collections: list }))
 }
 
-async fn put_collection(
+/// Creates a collection or updates its settings.
+#[utoipa::path(put, path = "/collections/{name}", tag = "data",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name.")),
+    request_body = CollectionBody,
+    responses(
+        (status = 200, description = "The collection as stored.", body = CollectionView),
+        (status = 400, description = "Settings that break a rule the schema cannot state (`chunking.min_tokens` above `max_tokens`, `overlap_tokens` not below it), or an invalid body.", body = crate::error::ErrorBody),
+        (status = 409, description = "The embedding settings differ from the collection's documents.", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is too large.", body = crate::error::ErrorBody),
+        (status = 507, description = "The disk is full.", body = crate::error::ErrorBody)))]
+pub async fn put_collection(
     State(s): State<NodeState>,
     Path(name): Path<String>,
     Json(body): Json<CollectionBody>,
@@ -85,7 +99,12 @@ async fn put_collection(
     Ok(Json(collection_view(r)?))
 }
 
-async fn get_collection(
+#[utoipa::path(get, path = "/collections/{name}", tag = "data",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name.")),
+    responses(
+        (status = 200, description = "The collection.", body = CollectionView),
+        (status = 404, description = "No such collection.", body = crate::error::ErrorBody)))]
+pub async fn get_collection(
     State(s): State<NodeState>,
     Path(name): Path<String>,
 ) -> Result<Json<CollectionView>> {
@@ -98,7 +117,14 @@ async fn get_collection(
     }
 }
 
-async fn delete_collection(
+/// Deletes a collection and its documents (a tombstone that replicates).
+#[utoipa::path(delete, path = "/collections/{name}", tag = "data",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name.")),
+    responses(
+        (status = 200, description = "Deleted.", body = CollectionDeleted),
+        (status = 404, description = "No such collection.", body = crate::error::ErrorBody),
+        (status = 507, description = "The disk is full.", body = crate::error::ErrorBody)))]
+pub async fn delete_collection(
     State(s): State<NodeState>,
     Path(name): Path<String>,
 ) -> Result<Json<CollectionDeleted>> {
@@ -110,7 +136,18 @@ async fn delete_collection(
     }))
 }
 
-async fn put_document(
+/// Creates or replaces a document.
+#[utoipa::path(put, path = "/collections/{name}/documents/{id}", tag = "data",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ("id" = String, Path, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$", description = "Document id (at most 512 bytes of UTF-8).")),
+    request_body = DocumentBody,
+    responses(
+        (status = 200, description = "The document as stored.", body = DocumentView),
+        (status = 400, description = "An embedding whose dimension differs from the collection's `embedding.dimensions`, or an invalid body.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such collection.", body = crate::error::ErrorBody),
+        (status = 409, description = "The embedding does not fit the collection's embedding settings.", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is too large.", body = crate::error::ErrorBody),
+        (status = 507, description = "The disk is full.", body = crate::error::ErrorBody)))]
+pub async fn put_document(
     State(s): State<NodeState>,
     Path((name, id)): Path<(String, String)>,
     Json(body): Json<DocumentBody>,
@@ -125,7 +162,12 @@ async fn put_document(
     Ok(Json(document_view(r)?))
 }
 
-async fn get_document(
+#[utoipa::path(get, path = "/collections/{name}/documents/{id}", tag = "data",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ("id" = String, Path, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$", description = "Document id (at most 512 bytes of UTF-8).")),
+    responses(
+        (status = 200, description = "The document.", body = DocumentView),
+        (status = 404, description = "No such collection or document.", body = crate::error::ErrorBody)))]
+pub async fn get_document(
     State(s): State<NodeState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<DocumentView>> {
@@ -145,7 +187,14 @@ async fn get_document(
     }
 }
 
-async fn delete_document(
+/// Deletes a document (a tombstone that replicates).
+#[utoipa::path(delete, path = "/collections/{name}/documents/{id}", tag = "data",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ("id" = String, Path, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$", description = "Document id (at most 512 bytes of UTF-8).")),
+    responses(
+        (status = 200, description = "Deleted.", body = DocumentDeleted),
+        (status = 404, description = "No such collection or document.", body = crate::error::ErrorBody),
+        (status = 507, description = "The disk is full.", body = crate::error::ErrorBody)))]
+pub async fn delete_document(
     State(s): State<NodeState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<DocumentDeleted>> {
@@ -157,14 +206,24 @@ async fn delete_document(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// The `next` of the previous page: the documents after this id.
     after: Option<String>,
+    /// Documents per page (default 100; larger values are clamped to 1000).
+    #[param(value_type = Option<u32>, minimum = 1)]
     limit: Option<String>,
 }
 
-async fn list_documents(
+/// A page of a collection's documents in id order.
+#[utoipa::path(get, path = "/collections/{name}/documents", tag = "data",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ListQuery),
+    responses(
+        (status = 200, description = "A page of documents.", body = DocumentList),
+        (status = 404, description = "No such collection.", body = crate::error::ErrorBody)))]
+pub async fn list_documents(
     State(s): State<NodeState>,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
@@ -191,7 +250,13 @@ async fn list_documents(
     }))
 }
 
-async fn document_conflicts(
+/// The losing versions a document keeps.
+#[utoipa::path(get, path = "/collections/{name}/documents/{id}/conflicts", tag = "data",
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ("id" = String, Path, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$", description = "Document id (at most 512 bytes of UTF-8).")),
+    responses(
+        (status = 200, description = "Its retained conflicts.", body = DocumentConflicts),
+        (status = 404, description = "No such document.", body = crate::error::ErrorBody)))]
+pub async fn document_conflicts(
     State(s): State<NodeState>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<DocumentConflicts>> {

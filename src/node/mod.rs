@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod data;
+pub mod openapi;
 pub mod serve;
 
 use std::sync::Arc;
@@ -72,6 +73,7 @@ pub fn app(manager: Arc<SyncManager>, access: Access) -> Router {
             crate::http::limit_content_length(MAX_DOCUMENT_BODY, req, next)
         }))
         .merge(admin::routes())
+        .route("/openapi.json", axum::routing::get(openapi::openapi_json))
         .with_state(state);
     Router::new()
         .merge(node_routes)

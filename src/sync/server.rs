@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use std::time::Duration;
 
@@ -47,7 +48,10 @@ pub fn router(manager: Arc<SyncManager>) -> Router {
         .with_state(manager)
 }
 
-async fn watermark(State(m): State<Arc<SyncManager>>) -> Result<Json<WatermarkResponse>> {
+/// The head of this node's change log and its identity.
+#[utoipa::path(get, path = "/sync/watermark", tag = "sync",
+    responses((status = 200, description = "The watermark.", body = WatermarkResponse)))]
+pub async fn watermark(State(m): State<Arc<SyncManager>>) -> Result<Json<WatermarkResponse>> {
     let store = m.store();
     Ok(Json(WatermarkResponse {
         hlc: store.head().await?,
@@ -84,7 +88,16 @@ fn accepts(headers: &axum::http::HeaderMap, coding: &str) -> bool {
 /// With `wait`, a request that finds nothing after `since` is held (costing no CPU) until a
 /// commit gives it something, its wait ends, or the node stops; then it answers as without.
 /// Changes written by a node in `quiet` do not end the wait.
-async fn changes(
+#[utoipa::path(get, path = "/sync/changes", tag = "sync", params(ChangesParams),
+    responses(
+        (status = 200, description = "A page of the change log (zstd-encoded when the client accepts it).", body = crate::wire::ChangesPage,
+            headers(
+                ("rag-sync-watermark" = Hlc, description = "The page's `watermark`: where the next page starts."),
+                ("rag-sync-has-more" = bool, description = "The page's `has_more`."))),
+        (status = 400, description = "An invalid parameter.", body = crate::error::ErrorBody),
+        (status = 409, description = "The store is another incarnation than `incarnation` names.", body = crate::error::ErrorBody),
+        (status = 429, description = "The node holds as many waiting requests as it allows.", body = crate::error::ErrorBody)))]
+pub async fn changes(
     State(m): State<Arc<SyncManager>>,
     headers: axum::http::HeaderMap,
     Query(params): Query<ChangesParams>,
@@ -179,6 +192,7 @@ async fn hold(
             .iter()
             .any(|c| !quiet.contains(&c.version.node))
         {
+            tracing::trace!(puller = ?filter.exclude_origin, %since, %from, "wait ends: a change for it");
             return Ok(());
         }
         from = from.max(page.watermark);
@@ -204,12 +218,22 @@ async fn hold(
             if !unwanted {
                 break;
             }
+            tracing::trace!(puller = ?filter.exclude_origin, seq = commit.seq, "wait skips a commit of quiet writers");
             seen = commit.seq;
         }
     }
 }
 
-async fn push(
+/// Applies changes a peer pushes, all or nothing.
+#[utoipa::path(post, path = "/sync/changes", tag = "sync", request_body = PushRequest,
+    responses(
+        (status = 200, description = "Applied.", body = PushResponse),
+        (status = 400, description = "A change whose version vector lacks its own write (`vv[node]` below `hlc`), whose collection settings break a rule the schema cannot state (see `PUT /collections/{name}`), or whose embedding's dimension differs from its collection's; or an invalid body.", body = crate::error::ErrorBody),
+        (status = 409, description = "A change's embedding does not fit its collection's settings.", body = crate::error::ErrorBody),
+        (status = 413, description = "More than 10000 changes, or a body over 64 MiB.", body = crate::error::ErrorBody),
+        (status = 422, description = "A change from a clock further ahead of this node's than its drift limit.", body = crate::error::ErrorBody),
+        (status = 507, description = "The disk is full.", body = crate::error::ErrorBody)))]
+pub async fn push(
     State(m): State<Arc<SyncManager>>,
     Json(req): Json<PushRequest>,
 ) -> Result<Json<PushResponse>> {
@@ -233,13 +257,19 @@ async fn push(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ConflictsQuery {
+#[into_params(parameter_in = Query)]
+pub struct ConflictsQuery {
+    /// Only this collection.
+    #[param(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")]
     collection: Option<String>,
 }
 
-async fn conflicts(
+/// Every record's retained conflicts.
+#[utoipa::path(get, path = "/sync/conflicts", tag = "sync", params(ConflictsQuery),
+    responses((status = 200, description = "The conflicts.", body = ConflictsResponse)))]
+pub async fn conflicts(
     State(m): State<Arc<SyncManager>>,
     Query(q): Query<ConflictsQuery>,
 ) -> Result<Json<ConflictsResponse>> {
@@ -251,7 +281,10 @@ async fn conflicts(
     }))
 }
 
-async fn collections(State(m): State<Arc<SyncManager>>) -> Result<Json<CollectionsResponse>> {
+/// The collections and their embedding settings (what a peer checks before syncing).
+#[utoipa::path(get, path = "/sync/collections", tag = "sync",
+    responses((status = 200, description = "The collections.", body = CollectionsResponse)))]
+pub async fn collections(State(m): State<Arc<SyncManager>>) -> Result<Json<CollectionsResponse>> {
     Ok(Json(CollectionsResponse {
         collections: local_collections(&**m.store()).await?,
     }))

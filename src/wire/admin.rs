@@ -4,19 +4,21 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::config::Direction;
 use crate::hlc::Hlc;
 use crate::model::NodeId;
 
 /// `GET /admin/status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NodeStatus {
     pub node_id: NodeId,
     pub incarnation: String,
     /// Head of this node's change log.
     pub watermark: Hlc,
     /// Per origin node, the highest HLC of its writes applied here (for the GC horizon).
+    #[schema(schema_with = crate::wire::schema::applied)]
     pub applied: BTreeMap<NodeId, Hlc>,
     pub gc_horizon: Option<Hlc>,
     pub documents: u64,
@@ -45,7 +47,7 @@ pub struct NodeStatus {
 /// A node that pulls from this one, as its latest pull request named it (`exclude_origin`,
 /// the puller's own node id). Kept in memory: after a restart a puller shows up again with
 /// its next request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PullerStatus {
     pub node_id: NodeId,
     /// The `since` of its latest pull: its checkpoint in this node's log.
@@ -60,12 +62,13 @@ pub struct PullerStatus {
 }
 
 /// What a node knows about one peer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PeerStatus {
     pub peer_id: String,
     pub endpoint: String,
     /// The address the endpoint's host name stands for (`PeerConfig::address`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub address: Option<std::net::IpAddr>,
     pub direction: Direction,
     pub collections: Vec<String>,
@@ -102,7 +105,7 @@ pub struct PeerStatus {
 }
 
 /// Result of one round with one peer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PeerRoundStats {
     pub peer_id: String,
     /// Remote changes that altered local state.
@@ -118,13 +121,20 @@ pub struct PeerRoundStats {
 }
 
 /// `POST /admin/sync`: the round with each peer it ran.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SyncNowResponse {
     pub peers: Vec<PeerRoundStats>,
 }
 
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Probe {
+    #[schema(value_type = String)]
+    pub status: &'static str,
+}
+
 /// `GET /admin/backlog`: how much of the log lies after a cursor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Backlog {
     pub pending: u64,
     pub oldest: Option<Hlc>,

@@ -1,11 +1,12 @@
 //! Bodies of the data API (`/collections/...`).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::model::{CollectionSettings, ConflictVersion, Metadata, Version};
 
 /// `PUT /collections/{name}` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CollectionBody {
     #[serde(default)]
@@ -13,7 +14,7 @@ pub struct CollectionBody {
 }
 
 /// A collection as the data API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CollectionView {
     pub name: String,
     pub settings: CollectionSettings,
@@ -21,17 +22,18 @@ pub struct CollectionView {
 }
 
 /// `GET /collections`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CollectionList {
     pub collections: Vec<CollectionView>,
 }
 
 /// `PUT /collections/{name}/documents/{id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentBody {
     pub content: String,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     #[serde(default)]
     pub embedding: Option<Vec<f32>>,
@@ -42,7 +44,7 @@ fn empty_object() -> serde_json::Value {
 }
 
 /// A document as the data API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DocumentView {
     pub id: String,
     pub content: String,
@@ -54,14 +56,14 @@ pub struct DocumentView {
 
 /// `GET /collections/{name}/documents`: a page in id order; `next` is the `after` of the
 /// next page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DocumentList {
     pub documents: Vec<DocumentView>,
     pub next: Option<String>,
 }
 
 /// `DELETE /collections/{name}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CollectionDeleted {
     pub name: String,
     pub deleted: bool,
@@ -69,7 +71,7 @@ pub struct CollectionDeleted {
 }
 
 /// `DELETE /collections/{name}/documents/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DocumentDeleted {
     pub id: String,
     pub deleted: bool,
@@ -77,7 +79,7 @@ pub struct DocumentDeleted {
 }
 
 /// `GET /collections/{name}/documents/{id}/conflicts`: the losing versions it keeps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DocumentConflicts {
     pub id: String,
     pub conflicts: Vec<ConflictVersion>,

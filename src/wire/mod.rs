@@ -7,6 +7,7 @@
 //! - [`query`]: query parameters, encoded by clients and parsed by servers.
 //! - [`data`]: the data API's bodies (`/collections/...`).
 //! - [`admin`]: the admin API's bodies (`/admin/*`), which the operator reads.
+//! - [`schema`]: the OpenAPI schemas of the types whose serde is hand-written.
 //! - [`codec`]: hand-written serde for [`Change`](crate::model::Change) and
 //!   [`Value`](crate::model::Value), tested byte for byte against the derived forms.
 
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod data;
 pub mod page;
 pub mod query;
+pub mod schema;
 pub mod sync;
 
 pub use admin::{Backlog, NodeStatus, PeerRoundStats, PeerStatus, PullerStatus, SyncNowResponse};

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
@@ -73,16 +74,39 @@ pub struct ChangesQuery {
 }
 
 /// The raw parameters of [`ChangesQuery`], as axum's `Query` extracts them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ChangesParams {
+    /// The changes after this cursor of this node's log (default: from the start).
+    #[param(value_type = Option<Hlc>)]
     since: Option<String>,
+    /// Changes per page (default 1000; larger values are clamped to 10000).
+    #[param(value_type = Option<u32>, minimum = 1)]
     limit: Option<String>,
+    /// Only these collections (comma-separated; default all).
+    #[param(
+        pattern = "^([A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(,([A-Za-z0-9_][A-Za-z0-9._-]{0,127})?)*$"
+    )]
     collections: Option<String>,
+    /// Not these collections (comma-separated).
+    #[param(
+        pattern = "^([A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(,([A-Za-z0-9_][A-Za-z0-9._-]{0,127})?)*$"
+    )]
     exclude_collections: Option<String>,
+    /// The caller's node id: its own writes are left out, and it shows up in `pullers`.
+    #[param(value_type = Option<NodeId>)]
     exclude_origin: Option<String>,
+    /// When nothing lies after `since`, hold the request this long for a commit (whole
+    /// `ms` or `s`, at most 30s; longer waits are clamped).
+    #[param(pattern = "^[0-9]{1,12}m?s$")]
     wait: Option<String>,
+    /// With `wait`: changes last written by these nodes (comma-separated ids, at most 1024)
+    /// do not end the wait.
+    #[param(pattern = "^[0-9a-f]{4}(,[0-9a-f]{4}){0,1023}$")]
     quiet: Option<String>,
+    /// The store incarnation the caller's checkpoint belongs to; another answers 409.
+    #[param(pattern = "^[0-9a-fA-F]+$")]
     incarnation: Option<String>,
 }
 
@@ -205,10 +229,17 @@ pub struct BacklogQuery {
 }
 
 /// The raw parameters of [`BacklogQuery`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BacklogParams {
+    /// Count the log after this cursor (default: from the start).
+    #[param(value_type = Option<Hlc>)]
     since: Option<String>,
+    /// Only these collections (comma-separated; default all).
+    #[param(
+        pattern = "^([A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(,([A-Za-z0-9_][A-Za-z0-9._-]{0,127})?)*$"
+    )]
     collections: Option<String>,
 }
 

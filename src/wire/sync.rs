@@ -1,6 +1,7 @@
 //! Bodies and headers of the sync API (`/sync/*`).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::hlc::Hlc;
 use crate::model::{Change, ConflictVersion, EmbeddingSettings, Kind, NodeId, Version};
@@ -12,7 +13,7 @@ pub const MAX_PAGE: usize = 10_000;
 pub const DEFAULT_PAGE: usize = 1000;
 
 /// `GET /sync/watermark`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WatermarkResponse {
     /// Head of the change log: the cursor of the latest commit.
     pub hlc: Hlc,
@@ -27,7 +28,7 @@ pub const WATERMARK_HEADER: &str = "rag-sync-watermark";
 pub const HAS_MORE_HEADER: &str = "rag-sync-has-more";
 
 /// `GET /sync/changes` response: one page of the change log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChangesPage {
     pub changes: Vec<Change>,
     /// Where the next page starts: the last entry read, or the head of the read snapshot.
@@ -36,7 +37,7 @@ pub struct ChangesPage {
 }
 
 /// `POST /sync/changes` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushRequest {
     pub changes: Vec<Change>,
@@ -44,7 +45,7 @@ pub struct PushRequest {
 }
 
 /// `POST /sync/changes` response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PushResponse {
     pub accepted: bool,
     pub conflicts: Vec<ConflictReport>,
@@ -52,7 +53,7 @@ pub struct PushResponse {
 }
 
 /// A conflict resolved while applying.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConflictReport {
     pub collection: String,
     pub kind: Kind,
@@ -63,7 +64,7 @@ pub struct ConflictReport {
 }
 
 /// A record's retained conflicts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConflictEntry {
     pub collection: String,
     pub kind: Kind,
@@ -73,20 +74,20 @@ pub struct ConflictEntry {
 }
 
 /// `GET /sync/conflicts`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConflictsResponse {
     pub conflicts: Vec<ConflictEntry>,
 }
 
 /// A collection and its embedding settings: what a peer needs to refuse mixing models.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CollectionSummary {
     pub name: String,
     pub embedding: EmbeddingSettings,
 }
 
 /// `GET /sync/collections`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CollectionsResponse {
     pub collections: Vec<CollectionSummary>,
 }
