@@ -726,3 +726,42 @@ async fn a_source_reports_what_each_receiver_still_lacks() {
     n[0].set_peers(&[], 100).await;
     assert_ne!(digest(&n[0].status().await), before);
 }
+
+/// A relay's status shows a puller caught up as soon as it is: `c` pulls from `a` and from
+/// `b`, which relays `a`. `c`'s first pull from `b` starts at zero, where a pull names no
+/// puller (it may be a wiped node that needs its own writes back); such a wait must end at
+/// `b`'s first commit, or `b` could not report `c` (and the operator would count the edge as
+/// lagging) until the wait's deadline, 25 s later.
+#[tokio::test]
+async fn a_relay_reports_a_puller_from_zero_caught_up_at_once() {
+    let [a, b, c]: [TestNode; 3] = nodes(&[("a", 171), ("b", 172), ("c", 173)])
+        .await
+        .try_into()
+        .unwrap_or_else(|_| unreachable!());
+    b.set_peers(&[(&a, "pull")], 100).await;
+    c.set_peers(&[(&a, "pull"), (&b, "pull")], 100).await;
+    b.wait_first_round().await;
+    c.wait_first_round().await;
+    let c_id = c.ok("GET", "/sync/watermark", None).await["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    a.create_collection("docs", json!({})).await;
+    a.put_doc("docs", "one", "written on a").await;
+    wait_doc(&b, "docs", "one", Some("written on a"), LIVE).await;
+    wait_doc(&c, "docs", "one", Some("written on a"), LIVE).await;
+    wait_for(
+        "b to report c as a puller with nothing pending",
+        LIVE,
+        || async {
+            let status = b.status().await;
+            status["pullers"]
+                .as_array()?
+                .iter()
+                .any(|p| p["node_id"] == c_id.as_str() && p["backlog"]["pending"] == 0)
+                .then_some(())
+        },
+    )
+    .await;
+}

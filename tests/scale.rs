@@ -149,10 +149,22 @@ async fn wait_configured(env: &Env, within: Duration) {
 
 /// Waits until the policy is `Converged` with all `n` members ready and no edge lagging.
 async fn wait_converged(env: &Env, n: usize) -> Value {
-    wait_for("the policy to converge", CONVERGE, || async {
-        let s = env.policy_status("big").await;
-        let converged = condition(&s, "Converged").is_some_and(|(st, _)| st == "True");
-        (converged && s["readyMembers"] == n && s["laggingEdges"] == 0).then_some(s)
+    let started = Instant::now();
+    let shown = std::cell::Cell::new(0);
+    wait_for("the policy to converge", CONVERGE, || {
+        let since = started.elapsed().as_secs();
+        let shown = &shown;
+        async move {
+            let s = env.policy_status("big").await;
+            let converged = condition(&s, "Converged").is_some_and(|(st, _)| st == "True");
+            let done = converged && s["readyMembers"] == n && s["laggingEdges"] == 0;
+            // A slow convergence shows what it waits for.
+            if !done && since >= 5 * (shown.get() + 1) {
+                shown.set(since / 5);
+                eprintln!("not converged after {since} s: {s}");
+            }
+            done.then_some(s)
+        }
     })
     .await
 }

@@ -289,7 +289,14 @@ impl SyncManager {
                 };
                 let incarnation = self.last_round_of(peer_id).map(|(wm, _)| wm.incarnation);
                 lost.borrow_and_update();
-                let quiet = self.live_sources.quiet_for(peer_id);
+                // From zero the pull names no puller (see `without_echo`), so the peer cannot
+                // report where it stands; it takes the first commit the peer makes instead,
+                // and names itself from then on.
+                let quiet = if since > Hlc::ZERO {
+                    self.live_sources.quiet_for(peer_id)
+                } else {
+                    Vec::new()
+                };
                 let counts_on_sources = !quiet.is_empty();
                 tracing::trace!(peer = peer_id, %since, ?quiet, "live wait sent");
                 let wait = WaitFor {
