@@ -32,7 +32,8 @@ use crate::operator::metrics::OperatorMetrics;
 use crate::operator::node_client::NodeClient;
 use crate::operator::pod_dns::PodDns;
 use crate::operator::status::{self, EdgeLag, MemberReport, Observation, Observed};
-use crate::operator::topology::{self, Member, Plan};
+use crate::operator::topology::{self, Member, Mode, Plan};
+use crate::wire::Backlog;
 
 /// Field manager for server-side apply of status.
 pub const FIELD_MANAGER: &str = "rag-sync-operator";
@@ -565,7 +566,8 @@ impl Pass<'_> {
 
     /// Lag per edge: the entries in the sender's log after the receiver's position, as the
     /// sender's status reports them; only for a sender that does not (an older node, or a
-    /// puller it has not seen since it started) one `/admin/backlog` call.
+    /// puller it has not seen since it started) and whose status does not show the receiver
+    /// at its head, one `/admin/backlog` call.
     async fn measure(&self, plan: &Plan, observed: &[Observed]) -> Vec<EdgeLag> {
         let by_name: BTreeMap<&str, &Observed> = observed
             .iter()
@@ -600,8 +602,21 @@ impl Pass<'_> {
         let backlog = match &from.node {
             Ok(s) => {
                 let to_node = to.node.as_ref().ok().map(|t| t.node_id);
+                // The incarnation of the sender's log that `checkpoint` is a position in.
+                let incarnation = match edge.mode {
+                    Mode::Pull => to.node.as_ref().ok().and_then(|t| {
+                        t.peers
+                            .iter()
+                            .find(|p| p.peer_id == from.member.name)
+                            .and_then(|p| p.incarnation.as_deref())
+                    }),
+                    Mode::Push => Some(s.incarnation.as_str()),
+                };
                 match lag::served_backlog(s, edge.mode, &edge.to, to_node) {
                     Some(b) => Some(b),
+                    None if lag::nothing_pending(s, checkpoint, incarnation) => {
+                        Some(Backlog::default())
+                    }
                     None => {
                         let since = checkpoint.map(|c| c.to_hex());
                         self.nodes

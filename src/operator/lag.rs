@@ -82,6 +82,20 @@ pub fn served_backlog(
     }
 }
 
+/// Whether the sender's status alone shows nothing pending on an edge the sender does not
+/// report: its log is empty, or the receiver's `checkpoint` in it is at its head (`incarnation`
+/// is the sender's incarnation that checkpoint belongs to). Spares the `/admin/backlog` call
+/// for a puller the sender cannot name, one that pulls from zero.
+pub fn nothing_pending(
+    sender: &NodeStatus,
+    checkpoint: Option<Hlc>,
+    incarnation: Option<&str>,
+) -> bool {
+    sender.watermark == Hlc::ZERO
+        || (incarnation == Some(sender.incarnation.as_str())
+            && checkpoint.is_some_and(|c| c >= sender.watermark))
+}
+
 /// A member's lag from its incoming edges `(source member, lag)`. A pull and a push from the
 /// same source carry the same log, so each source counts once (the larger); pending changes are
 /// summed over sources (the entries still to transfer), the lag is the largest.
@@ -598,5 +612,20 @@ mod tests {
         );
         assert_eq!(served_backlog(&status, Mode::Push, "c", None), None);
         assert_eq!(served_backlog(&status, Mode::Push, "zz", None), None);
+
+        // Without a report: nothing pending only at the head of the same incarnation.
+        assert!(nothing_pending(&status, Some(Hlc(9)), Some("i")));
+        assert!(nothing_pending(&status, Some(Hlc(10)), Some("i")));
+        assert!(!nothing_pending(&status, Some(Hlc(8)), Some("i")));
+        assert!(!nothing_pending(&status, None, Some("i")));
+        assert!(
+            !nothing_pending(&status, Some(Hlc(9)), Some("old")),
+            "a checkpoint in a wiped sender's former log"
+        );
+        let empty = NodeStatus {
+            watermark: Hlc::ZERO,
+            ..status.clone()
+        };
+        assert!(nothing_pending(&empty, None, None), "an empty log");
     }
 }
