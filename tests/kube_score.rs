@@ -6,33 +6,14 @@ mod support;
 
 use std::process::Command;
 
-use support::cluster::repo_root;
 use support::helm::{helm, NODE_CHART, OPERATOR_CHART};
+use support::tools::test_tool;
 
 /// Findings accepted on purpose: (text of the finding, why).
 const ALLOWED: &[(&str, &str)] = &[(
     "ImagePullPolicy is not set to Always",
     "releases are immutable tags or digests; Always would make every pod restart depend on the registry",
 )];
-
-fn kube_score() -> String {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack/test-tools.sh"))
-        .arg("kube-score")
-        .output()
-        .expect("run hack/test-tools.sh");
-    assert!(
-        out.status.success(),
-        "hack/test-tools.sh kube-score: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .expect("the binary's path")
-        .to_string()
-}
 
 fn rendered(chart: &str, release: &str, ns: &str, set: &[&str]) -> String {
     let mut args = vec!["template", release, chart, "--namespace", ns];
@@ -73,7 +54,7 @@ fn critical(bin: &str, yaml: &str) -> Vec<String> {
 
 #[test]
 fn both_charts_have_no_critical_kube_score_findings() {
-    let bin = kube_score();
+    let bin = test_tool("kube-score");
     for (chart, release, ns, set) in [
         (NODE_CHART, "rag", "rag", vec![]),
         (NODE_CHART, "rag", "rag", vec!["tls.clientAuth=true"]),

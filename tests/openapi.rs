@@ -6,10 +6,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use support::cluster::repo_root;
 use support::node::{NodeOptions, TestNode};
+use support::tools::test_tool;
 
 /// The `(METHOD, path)` of every `.route(...)` in the files that build the node's router.
 fn routes_in_source() -> BTreeSet<(String, String)> {
@@ -106,32 +106,13 @@ async fn the_document_covers_every_route_and_needs_no_token() {
     }
 }
 
-fn schemathesis() -> String {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack/test-tools.sh"))
-        .arg("schemathesis")
-        .output()
-        .expect("run hack/test-tools.sh");
-    assert!(
-        out.status.success(),
-        "hack/test-tools.sh schemathesis: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .expect("the entry point's path")
-        .to_string()
-}
-
 /// Every route but those that make the node dial out (`PUT /admin/config` sets peers,
 /// `POST /admin/sync` calls them), with every check but `negative_data_rejection`: serde
 /// reads a JSON array as a struct of the same fields in order, so a few schema-invalid
 /// bodies are accepted as their equivalent object.
 #[tokio::test]
 async fn schemathesis_finds_no_failure() {
-    let bin = schemathesis();
+    let bin = test_tool("schemathesis");
     let admin = "admin-secret";
     let node = TestNode::start(
         "fuzzed",

@@ -7,4 +7,5 @@ pub mod node;
 pub mod operator;
 pub mod pki;
 pub mod rbac;
+pub mod tools;
 pub mod yaml;
