@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test test-tools fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency bench-scale demo demo-down image install-plugin
+.PHONY: test test-tools fmt-check clippy lib-without-operator unit-tests build cluster-up cluster-down k8s-bins crds bench bench-latency bench-scale demo demo-down image install-plugin chaos
 
 # The test namespaces are removed afterwards, pass or fail: the shared control plane (and a
 # demo running on it) is left as it was found.
@@ -24,9 +24,26 @@ lib-without-operator:
 	$(CARGO) clippy --lib --no-default-features -- -D warnings
 	! $(CARGO) tree --no-default-features -e normal | grep -E '^[^a-z]*(kube|k8s-openapi|schemars|serde_yaml) '
 
-# Builds (first time) or reuses the cached third-party test tools (kube-score).
+# Builds (first time) or reuses the cached third-party test tools (kube-score, toxiproxy,
+# schemathesis).
 test-tools:
 	bash hack/test-tools.sh kube-score >/dev/null
+	bash hack/test-tools.sh toxiproxy >/dev/null
+	bash hack/test-tools.sh schemathesis >/dev/null
+
+# Chaos soak (tests/chaos.rs): 5 real nodes, every peer link through toxiproxy, a seeded
+# random fault schedule under concurrent writers, then the history checker; prints the
+# figures. CI runs the default (60 s, seed 1) in `make test`. Longer or other runs:
+#   make chaos SECONDS=600 SEED=7
+# SECONDS is taken only from the command line: bash's own SECONDS counter (the seconds since
+# the shell started) would come in from an environment that exports it.
+ifneq ($(origin SECONDS),command line)
+SECONDS := 60
+endif
+SEED ?= 1
+chaos:
+	bash hack/test-tools.sh toxiproxy >/dev/null
+	RAGSYNC_CHAOS_SECONDS=$(SECONDS) RAGSYNC_CHAOS_SEED=$(SEED) $(CARGO) test --release --test chaos -- --nocapture
 
 # Builds (first time) or reuses the cached kube-apiserver, etcd, kubectl and helm.
 k8s-bins:
