@@ -565,7 +565,13 @@ async fn kill9_mid_sync_resumes_from_checkpoint() {
     );
 
     b.restart().await;
-    let s = b.status().await;
+    // Its status shows checkpoints once it knows the peer's identity again (from its first
+    // call to the peer after the restart).
+    let s = wait_for("b to know its peer again", WAIT, || async {
+        let s = b.status().await;
+        (!s["peers"][0]["node_id"].is_null()).then_some(s)
+    })
+    .await;
     let kept = s["documents"].as_u64().unwrap();
     assert!(
         kept >= progressed,
