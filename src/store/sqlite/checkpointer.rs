@@ -22,8 +22,8 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// appending its own frames and syncing them. SQLite's automatic checkpoint would run inside
 /// the commit of whichever write crossed the threshold: every few sync pages, a commit took
 /// several times longer while it rewrote and synced the database file. Durability is the
-/// same: a commit is durable once its WAL frames are synced (`synchronous=FULL`); the
-/// checkpoint only moves data that is durable already.
+/// same: a commit is durable once its WAL frames are synced (`synchronous=FULL`, or the next
+/// synced commit for a pull's); the checkpoint syncs the WAL before it copies from it.
 pub(super) struct Checkpointer {
     shared: Arc<CheckpointShared>,
     thread: Option<std::thread::JoinHandle<()>>,

@@ -1,5 +1,6 @@
 //! The embedded default store: SQLite in WAL mode with `synchronous=FULL`, so a write that
-//! returned is on disk and survives kill -9 (and power loss). One writer connection on its
+//! returned is on disk and survives kill -9 (and power loss); only changes pulled together
+//! with their checkpoint skip the fsync (see `writer::Writer::run`). One writer connection on its
 //! own thread, which commits concurrent writes together (group commit); a bounded pool of
 //! reader connections on tokio's blocking pool; a background thread that copies the WAL back
 //! into the database file.
@@ -199,7 +200,7 @@ impl SqliteStore {
     pub async fn compact(&self) -> Result<usize> {
         self.inner
             .writer
-            .run(true, |t, _| {
+            .run(true, true, |t, _| {
                 let n = writer::compact_superseded(t.tx, i64::MAX)?;
                 t.superseded_delta -= n as i64;
                 Ok(n)
@@ -213,7 +214,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut SqlTxn, &Ctx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let out = self.inner.writer.run(false, f).await?;
+        let out = self.inner.writer.run(false, true, f).await?;
         self.inner.commits.committed();
         Ok(out)
     }
@@ -481,12 +482,16 @@ impl Store for SqliteStore {
         checkpoint: Option<Checkpoint>,
     ) -> Result<ApplyReport> {
         let alone = batch.len() > APPLY_ALONE;
+        // Pulled changes commit with their checkpoint and need no fsync of their own (see
+        // `Writer::run`); a push is acknowledged to its sender, which moves on, so it waits
+        // for the disk.
+        let synced = checkpoint.is_none();
         let PreparedChanges { changes, encoded } = batch;
         let writers: Vec<NodeId> = changes.iter().map(|c| c.version.node).collect();
         let (report, retired) = self
             .inner
             .writer
-            .run(alone, move |t, c| {
+            .run(alone, synced, move |t, c| {
                 t.encoded_values = encoded;
                 let report = engine::apply(t, c, changes, strategy, mode, checkpoint);
                 t.encoded_values = Vec::new();

@@ -90,11 +90,17 @@ impl Writer {
     }
 
     /// Runs `f` in a write transaction on the writer thread; its changes are kept only if it
-    /// returns `Ok`, and it is answered once they are committed (durable). `alone` asks for
-    /// a transaction of its own (large batches).
+    /// returns `Ok`, and it is answered once they are committed. `alone` asks for a
+    /// transaction of its own (large batches). A `synced` write is answered once its commit
+    /// is on disk (the WAL fsynced, `synchronous=FULL`); an unsynced one once it is in the
+    /// WAL (`synchronous=NORMAL`: it survives the process being killed, and a power loss
+    /// can take it only together with every commit after it). Only changes pulled with their
+    /// checkpoint in the same transaction are unsynced: losing them loses the checkpoint
+    /// too, so they are pulled again.
     pub(super) async fn run<T: Send + 'static>(
         &self,
         alone: bool,
+        synced: bool,
         f: impl FnOnce(&mut SqlTxn, &Ctx) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<Result<T>>();
@@ -118,6 +124,7 @@ impl Writer {
                 });
             }),
             alone,
+            synced,
         };
         let sender = self
             .jobs
@@ -179,6 +186,8 @@ struct WriteJob {
     /// Runs in a transaction of its own (a large batch: a savepoint would copy every page
     /// it changes into SQLite's statement journal first).
     alone: bool,
+    /// Answered only once its commit is fsynced (see [`Writer::run`]).
+    synced: bool,
 }
 
 /// The writer thread: takes the next write and whatever others are queued behind it, runs
@@ -202,6 +211,8 @@ fn writer_loop(
     // `COMPACT_WHEN_IDLE`, and then chunk after chunk for as long as none comes.
     let mut superseded = count_superseded(&conn);
     let mut idle = false;
+    // The connection's `synchronous` setting: FULL when it was opened.
+    let mut synced = true;
     loop {
         let next = match carried.take() {
             Some(j) => Some(j),
@@ -237,9 +248,30 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        // A group is fsynced if any of its writes must be; an fsync of the WAL also makes
+        // every unsynced commit before it durable, so what a power loss can take is always
+        // the newest commits, never one from between durable ones.
+        let sync = batch.iter().any(|j| j.synced);
+        let mut set = Ok(());
+        if sync != synced {
+            let mode = if sync { "FULL" } else { "NORMAL" };
+            set = conn.pragma_update(None, "synchronous", mode);
+            match &set {
+                Ok(()) => synced = sync,
+                // Left at FULL, an unsynced group is only slower.
+                Err(e) => tracing::warn!(error = %e, mode, "cannot set synchronous"),
+            }
+        }
         let started = std::time::Instant::now();
         let mut answers = Vec::with_capacity(batch.len());
-        let outcome = run_group(&mut conn, batch, node, &clock, &mut answers);
+        let outcome = match set {
+            // Never commit a write that must be fsynced without it.
+            Err(e) if sync => {
+                answers.extend(batch.into_iter().map(|j| j.answer));
+                Err(e.into())
+            }
+            _ => run_group(&mut conn, batch, node, &clock, &mut answers),
+        };
         match outcome {
             Ok(delta) => {
                 tracing::trace!(
@@ -466,6 +498,31 @@ mod tests {
             let cursors: Vec<Hlc> = page.changes.iter().map(|c| c.cursor).collect();
             assert!(cursors.windows(2).all(|w| w[0] < w[1]));
             assert_eq!(page.changes.len(), ok + 1);
+        });
+    }
+
+    /// A write that must be fsynced never commits in a transaction that is not, whatever
+    /// ran before it; an unsynced one alone commits without the fsync.
+    #[test]
+    fn synced_writes_always_commit_with_full_sync() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store =
+                SqliteStore::open(dir.path().join("s.db"), Some(1), clock(3_000_000)).unwrap();
+            let writer = &store.inner.writer;
+            let mode = |synced| {
+                writer.run(false, synced, |t, _| {
+                    Ok(t.tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?)
+                })
+            };
+            // 2 is FULL, 1 NORMAL.
+            for (synced, want) in [(true, 2), (false, 1), (false, 1), (true, 2), (false, 1)] {
+                assert_eq!(mode(synced).await.unwrap(), want, "synced {synced}");
+            }
         });
     }
 }
