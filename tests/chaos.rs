@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::node::{converged, free_port, wait_for, NodeOptions, TestNode, WAIT};
+use support::node::{converged, free_port, proc_status_kib, wait_for, NodeOptions, TestNode, WAIT};
 use support::tools::test_tool;
 
 const NODES: usize = 5;
@@ -646,15 +646,7 @@ impl Cluster {
 
     fn sample_rss(&mut self) {
         for (i, n) in self.nodes.iter().enumerate() {
-            let Some(pid) = n.pid() else { continue };
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-                continue;
-            };
-            if let Some(kib) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
+            if let Some(kib) = n.pid().and_then(|pid| proc_status_kib(pid, "VmRSS")) {
                 self.max_rss_kib[i] = self.max_rss_kib[i].max(kib);
             }
         }

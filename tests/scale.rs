@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use support::node::wait_for;
+use support::node::{proc_status_kib, wait_for};
 use support::operator::{condition, Env, TOKEN};
 
 /// SyncPeers of the policy under test (the members are spread over them).
@@ -102,12 +102,7 @@ async fn operator_metrics(env: &Env) -> String {
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    proc_status_kib(pid, "VmHWM").map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
 fn manifests(groups: usize, extra: usize) -> String {

@@ -11,8 +11,8 @@ use crate::http::{Json, Path, Query};
 use crate::model::{Document, Metadata, Record, RecordKey, Value};
 use crate::node::NodeState;
 use crate::wire::data::{
-    CollectionBody, CollectionDeleted, CollectionList, CollectionView, DocumentBody,
-    DocumentConflicts, DocumentDeleted, DocumentList, DocumentView,
+    CollectionBody, CollectionDeleted, CollectionList, CollectionPath, CollectionView,
+    DocumentBody, DocumentConflicts, DocumentDeleted, DocumentList, DocumentPath, DocumentView,
 };
 use crate::wire::query::parse_limit;
 
@@ -82,7 +82,7 @@ pub async fn list_collections(State(s): State<NodeState>) -> Result<Json<Collect
 
 /// Creates a collection or updates its settings.
 #[utoipa::path(put, path = "/collections/{name}", tag = "data",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name.")),
+    params(CollectionPath),
     request_body = CollectionBody,
     responses(
         (status = 200, description = "The collection as stored.", body = CollectionView),
@@ -100,7 +100,7 @@ pub async fn put_collection(
 }
 
 #[utoipa::path(get, path = "/collections/{name}", tag = "data",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name.")),
+    params(CollectionPath),
     responses(
         (status = 200, description = "The collection.", body = CollectionView),
         (status = 404, description = "No such collection.", body = crate::error::ErrorBody)))]
@@ -119,7 +119,7 @@ pub async fn get_collection(
 
 /// Deletes a collection and its documents (a tombstone that replicates).
 #[utoipa::path(delete, path = "/collections/{name}", tag = "data",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name.")),
+    params(CollectionPath),
     responses(
         (status = 200, description = "Deleted.", body = CollectionDeleted),
         (status = 404, description = "No such collection.", body = crate::error::ErrorBody),
@@ -138,7 +138,7 @@ pub async fn delete_collection(
 
 /// Creates or replaces a document.
 #[utoipa::path(put, path = "/collections/{name}/documents/{id}", tag = "data",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ("id" = String, Path, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$", description = "Document id (at most 512 bytes of UTF-8).")),
+    params(DocumentPath),
     request_body = DocumentBody,
     responses(
         (status = 200, description = "The document as stored.", body = DocumentView),
@@ -163,7 +163,7 @@ pub async fn put_document(
 }
 
 #[utoipa::path(get, path = "/collections/{name}/documents/{id}", tag = "data",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ("id" = String, Path, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$", description = "Document id (at most 512 bytes of UTF-8).")),
+    params(DocumentPath),
     responses(
         (status = 200, description = "The document.", body = DocumentView),
         (status = 404, description = "No such collection or document.", body = crate::error::ErrorBody)))]
@@ -189,7 +189,7 @@ pub async fn get_document(
 
 /// Deletes a document (a tombstone that replicates).
 #[utoipa::path(delete, path = "/collections/{name}/documents/{id}", tag = "data",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ("id" = String, Path, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$", description = "Document id (at most 512 bytes of UTF-8).")),
+    params(DocumentPath),
     responses(
         (status = 200, description = "Deleted.", body = DocumentDeleted),
         (status = 404, description = "No such collection or document.", body = crate::error::ErrorBody),
@@ -219,7 +219,7 @@ pub struct ListQuery {
 
 /// A page of a collection's documents in id order.
 #[utoipa::path(get, path = "/collections/{name}/documents", tag = "data",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ListQuery),
+    params(CollectionPath, ListQuery),
     responses(
         (status = 200, description = "A page of documents.", body = DocumentList),
         (status = 404, description = "No such collection.", body = crate::error::ErrorBody)))]
@@ -252,7 +252,7 @@ pub async fn list_documents(
 
 /// The losing versions a document keeps.
 #[utoipa::path(get, path = "/collections/{name}/documents/{id}/conflicts", tag = "data",
-    params(("name" = String, Path, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$", description = "Collection name."), ("id" = String, Path, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$", description = "Document id (at most 512 bytes of UTF-8).")),
+    params(DocumentPath),
     responses(
         (status = 200, description = "Its retained conflicts.", body = DocumentConflicts),
         (status = 404, description = "No such document.", body = crate::error::ErrorBody)))]

@@ -32,7 +32,7 @@ use crate::operator::metrics::OperatorMetrics;
 use crate::operator::node_client::NodeClient;
 use crate::operator::pod_dns::PodDns;
 use crate::operator::status::{self, EdgeLag, MemberReport, Observation, Observed};
-use crate::operator::topology::{self, Member, Mode, Plan};
+use crate::operator::topology::{self, Member, Plan};
 use crate::wire::Backlog;
 
 /// Field manager for server-side apply of status.
@@ -600,23 +600,17 @@ impl Pass<'_> {
         to: &Observed,
         now: u64,
     ) -> EdgeLag {
-        let (checkpoint, collections) = status::edge_cursor(edge, from, to);
+        let status::EdgeCursor {
+            checkpoint,
+            incarnation,
+            collections,
+        } = status::edge_cursor(edge, from, to);
         let backlog = match &from.node {
             Ok(s) => {
                 let to_node = to.node.as_ref().ok().map(|t| t.node_id);
-                // The incarnation of the sender's log that `checkpoint` is a position in.
-                let incarnation = match edge.mode {
-                    Mode::Pull => to.node.as_ref().ok().and_then(|t| {
-                        t.peers
-                            .iter()
-                            .find(|p| p.peer_id == from.member.name)
-                            .and_then(|p| p.incarnation.as_deref())
-                    }),
-                    Mode::Push => Some(s.incarnation.as_str()),
-                };
                 match lag::served_backlog(s, edge.mode, &edge.to, to_node) {
                     Some(b) => Some(b),
-                    None if lag::nothing_pending(s, checkpoint, incarnation) => {
+                    None if lag::nothing_pending(s, checkpoint, incarnation.as_deref()) => {
                         Some(Backlog::default())
                     }
                     None => {

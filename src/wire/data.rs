@@ -1,9 +1,31 @@
 //! Bodies of the data API (`/collections/...`).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::model::{CollectionSettings, ConflictVersion, Metadata, Version};
+
+/// The path parameter of `/collections/{name}` and the routes below it, as the OpenAPI
+/// document describes it (the handlers take the segment as a string and validate it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CollectionPath {
+    /// Collection name.
+    #[param(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")]
+    pub name: String,
+}
+
+/// The path parameters of `/collections/{name}/documents/{id}` and the routes below it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DocumentPath {
+    /// Collection name.
+    #[param(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")]
+    pub name: String,
+    /// Document id (at most 512 bytes of UTF-8).
+    #[param(pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]{1,128}$")]
+    pub id: String,
+}
 
 /// `PUT /collections/{name}` body.
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -32,6 +32,15 @@ where
     }
 }
 
+/// A field of `/proc/<pid>/status` given in kB (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// A free TCP port on `ip` (bound once and released; the node binds it right after).
 pub fn free_port(ip: &str) -> u16 {
     TcpListener::bind((ip, 0))

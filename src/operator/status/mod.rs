@@ -310,9 +310,19 @@ pub fn gc_horizon(observed: &[Observed]) -> Option<Hlc> {
     lag::gc_horizon(&reports)
 }
 
-/// Where an edge's lag is read: the receiver's checkpoint in the sender's log, as the edge's
-/// driver (the puller or the pusher) reports it, and the collections the edge carries.
-pub fn edge_cursor(edge: &Edge, from: &Observed, to: &Observed) -> (Option<Hlc>, Vec<String>) {
+/// Where an edge's lag is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeCursor {
+    /// The receiver's checkpoint in the sender's log, as the edge's driver (the puller or the
+    /// pusher) reports it.
+    pub checkpoint: Option<Hlc>,
+    /// The incarnation of the sender's log that checkpoint is a position in.
+    pub incarnation: Option<String>,
+    /// The collections the edge carries.
+    pub collections: Vec<String>,
+}
+
+pub fn edge_cursor(edge: &Edge, from: &Observed, to: &Observed) -> EdgeCursor {
     let (driver, other) = match edge.mode {
         Mode::Pull => (to, from),
         Mode::Push => (from, to),
@@ -322,14 +332,22 @@ pub fn edge_cursor(edge: &Edge, from: &Observed, to: &Observed) -> (Option<Hlc>,
         .as_ref()
         .ok()
         .and_then(|s| s.peers.iter().find(|p| p.peer_id == other.member.name));
-    let checkpoint = entry.and_then(|p| match edge.mode {
-        Mode::Pull => p.checkpoint,
-        Mode::Push => p.push_checkpoint,
-    });
-    (
+    let (checkpoint, incarnation) = match edge.mode {
+        Mode::Pull => (
+            entry.and_then(|p| p.checkpoint),
+            entry.and_then(|p| p.incarnation.clone()),
+        ),
+        // A push checkpoint is a position in the pusher's own log.
+        Mode::Push => (
+            entry.and_then(|p| p.push_checkpoint),
+            from.node.as_ref().ok().map(|s| s.incarnation.clone()),
+        ),
+    };
+    EdgeCursor {
         checkpoint,
-        entry.map(|p| p.collections.clone()).unwrap_or_default(),
-    )
+        incarnation,
+        collections: entry.map(|p| p.collections.clone()).unwrap_or_default(),
+    }
 }
 
 pub fn edge_status(e: &EdgeLag) -> EdgeStatus {

@@ -332,17 +332,21 @@ fn an_edge_is_measured_from_its_drivers_checkpoint() {
     };
     let a = observed(managed("a"), Ok(node(0, vec![pusher])));
     let b = observed(managed("b"), Ok(node(0, vec![puller])));
+    let cursor = |e, from, to| {
+        let c = edge_cursor(&e, from, to);
+        (c.checkpoint, c.collections)
+    };
     assert_eq!(
-        edge_cursor(&edge("a", "b", Mode::Pull), &a, &b),
+        cursor(edge("a", "b", Mode::Pull), &a, &b),
         (Some(Hlc(11)), vec!["docs".to_string()])
     );
     assert_eq!(
-        edge_cursor(&edge("a", "b", Mode::Push), &a, &b),
+        cursor(edge("a", "b", Mode::Push), &a, &b),
         (Some(Hlc(22)), Vec::new())
     );
     let silent = observed(managed("b"), Err(answered(None, "down")));
     assert_eq!(
-        edge_cursor(&edge("a", "b", Mode::Pull), &a, &silent),
+        cursor(edge("a", "b", Mode::Pull), &a, &silent),
         (None, Vec::new())
     );
 }

@@ -252,20 +252,11 @@ fn writer_loop(
         // every unsynced commit before it durable, so what a power loss can take is always
         // the newest commits, never one from between durable ones.
         let sync = batch.iter().any(|j| j.synced);
-        let mut set = Ok(());
-        if sync != synced {
-            let mode = if sync { "FULL" } else { "NORMAL" };
-            set = conn.pragma_update(None, "synchronous", mode);
-            match &set {
-                Ok(()) => synced = sync,
-                // Left at FULL, an unsynced group is only slower.
-                Err(e) => tracing::warn!(error = %e, mode, "cannot set synchronous"),
-            }
-        }
         let started = std::time::Instant::now();
         let mut answers = Vec::with_capacity(batch.len());
-        let outcome = match set {
-            // Never commit a write that must be fsynced without it.
+        let outcome = match set_synchronous(&conn, &mut synced, sync) {
+            // Never commit a write that must be fsynced without it; left at FULL, an
+            // unsynced group is only slower.
             Err(e) if sync => {
                 answers.extend(batch.into_iter().map(|j| j.answer));
                 Err(e.into())
@@ -305,6 +296,18 @@ fn writer_loop(
             }
         }
     }
+}
+
+/// Sets the connection's `synchronous` to FULL (`sync`) or NORMAL unless it is so already
+/// (`current`).
+fn set_synchronous(conn: &Connection, current: &mut bool, sync: bool) -> rusqlite::Result<()> {
+    if *current == sync {
+        return Ok(());
+    }
+    let mode = if sync { "FULL" } else { "NORMAL" };
+    conn.pragma_update(None, "synchronous", mode)
+        .inspect(|()| *current = sync)
+        .inspect_err(|e| tracing::warn!(error = %e, mode, "cannot set synchronous"))
 }
 
 /// How long the writer waits for another write before it deletes superseded rows.
