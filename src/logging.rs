@@ -9,6 +9,8 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; `RUST_LOG` overrides `default_filter`.
 pub fn init(format: LogFormat, default_filter: &str) {
+    // Colour only on a terminal: escape codes in a container's log or a file are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     match format {
@@ -19,6 +21,7 @@ pub fn init(format: LogFormat, default_filter: &str) {
             .with_env_filter(filter)
             .init(),
         LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .init(),
