@@ -234,9 +234,21 @@ async fn mesh_hub_and_spoke_membership_conflicts_and_steady_state() {
         Vec::<String>::new(),
         "the deleted peer's pods were cleared"
     );
-    let events = env.events();
+    // Events are published off the reconcile path, so they may follow the changes a moment
+    // later.
     for reason in ["MemberAdded", "MemberRemoved", "PeerRemoved"] {
-        assert!(events.contains(reason), "event {reason} in {events}");
+        let start = Instant::now();
+        loop {
+            let events = env.events();
+            if events.contains(reason) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "event {reason} in {events}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::config::SyncConfig;
 use crate::operator::crd::{SyncPeer, SyncPolicy, SyncPolicySpec};
+use crate::operator::event_queue::EventQueue;
 use crate::operator::events::{self, Note};
 use crate::operator::lag::{self, Lag, StallWatch};
 use crate::operator::members::{self, Selection};
@@ -81,7 +82,7 @@ const STATUS_CONCURRENCY: usize = 8;
 /// Shared state of the controllers.
 pub struct Ctx {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: EventQueue,
     pub nodes: NodeClient,
     pub metrics: Arc<OperatorMetrics>,
     policies: Store<SyncPolicy>,
@@ -211,21 +212,8 @@ impl Ctx {
         f(mem.entry(key.to_string()).or_default())
     }
 
-    async fn event(&self, obj: &impl Resource<DynamicType = ()>, note: Note) {
-        let ev = Event {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: note.reason.into(),
-            note: Some(note.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason = note.reason, "could not publish event");
-        }
+    fn event(&self, obj: &impl Resource<DynamicType = ()>, note: Note) {
+        self.events.send(obj.object_ref(&()), note);
     }
 
     /// The data of a Secret in the policy's namespace.
@@ -328,7 +316,9 @@ struct Pass<'a> {
 
 /// Resolves members, pushes configs, triggers syncs and writes status for one policy.
 pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Error> {
+    let mut phases = Phases::start();
     ctx.caches_ready().await?;
+    phases.mark("caches");
     let spec = &policy.spec;
     let mut problems: Vec<(String, String)> = Vec::new();
     let token = ctx.token(policy).await.unwrap_or_else(|e| {
@@ -355,6 +345,7 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
         tracing::warn!(policy = %pass.key, "selector selects nothing: {e}");
     }
     let mut observed = pass.observe(membership.members).await;
+    phases.mark("observe");
     let gc = status::gc_horizon(&observed);
     let base = spec.base_config(gc).unwrap_or_else(|e| {
         problems.push(("InvalidSpec".into(), e));
@@ -366,12 +357,13 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
         events::warnings(&plan.warnings, &mut m.warnings)
     });
     for note in warned {
-        ctx.event(policy, note).await;
+        ctx.event(policy, note);
     }
 
     let (configs_applied, peers_changed) = pass
         .push_configs(&plan, &base, &observed, &mut problems)
         .await;
+    phases.mark("configs");
     // A node runs a round itself when its config changes, and a live one delivers from then
     // on; only batch-only nodes get the two rounds that spread what the first pulled.
     let mut to_sync = if base.live { Vec::new() } else { peers_changed };
@@ -387,8 +379,10 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
     if !to_sync.is_empty() {
         pass.sync(&to_sync, &mut observed).await;
     }
+    phases.mark("sync");
 
     let edges = pass.measure(&plan, &observed).await;
+    phases.mark("lag");
     let stalled = pass.stalled(&edges, intervals(spec).sync);
     let lags = status::member_lags(&edges);
     pass.record_lag(&lags, &observed, &edges);
@@ -411,7 +405,51 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
         now: &now,
     };
     pass.write_statuses(&selection, &obs).await?;
+    phases.mark("statuses");
+    phases.log(&pass.key, observed.len());
     Ok(Outcome { configs_applied })
+}
+
+/// Where a pass spent its time: logged at info when the pass was slow, so a slow reconcile
+/// says which phase (node calls, config PUTs, status writes) to look at.
+struct Phases {
+    started: Instant,
+    last: Instant,
+    spent: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    const SLOW: Duration = Duration::from_secs(1);
+
+    fn start() -> Self {
+        let now = Instant::now();
+        Phases {
+            started: now,
+            last: now,
+            spent: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.spent.push((phase, now - self.last));
+        self.last = now;
+    }
+
+    fn log(&self, policy: &str, members: usize) {
+        let total = format!("{:.3}s", self.started.elapsed().as_secs_f64());
+        let phases = self
+            .spent
+            .iter()
+            .map(|(p, d)| format!("{p}={:.3}s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if self.started.elapsed() >= Self::SLOW {
+            tracing::info!(%policy, members, %total, %phases, "slow reconcile");
+        } else {
+            tracing::debug!(%policy, members, %total, %phases, "reconcile");
+        }
+    }
 }
 
 impl Pass<'_> {
@@ -692,8 +730,8 @@ impl Pass<'_> {
     ) -> Result<(), Error> {
         let ctx = self.ctx;
         let ns = self.policy.namespace().unwrap_or_default();
-        // Each peer's status patch and then its events, several peers at once: a pass over a
-        // large policy's first (20 patches, up to 6 events each) took seconds one by one.
+        // Several peers' status patches at once (a large policy's first pass has 20 to write);
+        // each peer's events are queued once its status is written.
         let mut writes = Vec::new();
         for peer in &selection.peers {
             let st = status::peer::status(obs, peer);
@@ -724,7 +762,7 @@ impl Pass<'_> {
                     patch_status::<SyncPeer>(ctx, ns, &peer.name_any(), st).await?;
                 }
                 for note in notes {
-                    ctx.event(peer.as_ref(), note).await;
+                    ctx.event(peer.as_ref(), note);
                 }
                 Ok::<(), Error>(())
             });
@@ -737,7 +775,7 @@ impl Pass<'_> {
         let before = ctx.memory(&self.key, |m| m.topology.replace(fingerprint));
         let members = obs.plan.connectivity.components.iter().map(Vec::len).sum();
         if let Some(note) = events::topology(before, fingerprint, obs.plan.edges.len(), members) {
-            ctx.event(self.policy, note).await;
+            ctx.event(self.policy, note);
         }
 
         let st = status::policy::status(obs);
@@ -754,7 +792,7 @@ impl Pass<'_> {
             events::policy(&old, &st, &members, &mut m.errors, obs.stalled)
         });
         for note in notes {
-            ctx.event(self.policy, note).await;
+            ctx.event(self.policy, note);
         }
         Ok(())
     }
@@ -852,7 +890,7 @@ async fn reconcile_peer(peer: Arc<SyncPeer>, ctx: Arc<Ctx>) -> Result<Action, Er
                             peer.name_any()
                         ),
                     };
-                    ctx.event(policy.as_ref(), note).await;
+                    ctx.event(policy.as_ref(), note);
                 }
                 Ok(Action::await_change())
             }
@@ -931,7 +969,7 @@ pub async fn run(
     );
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        recorder,
+        events: EventQueue::start(recorder, metrics.events_dropped.clone()),
         nodes: NodeClient::new(None).counting(metrics.node_requests.clone()),
         metrics,
         policies: policies.clone(),

@@ -24,6 +24,7 @@ pub struct OperatorMetrics {
     pub policy_lagging_edges: Family<Labels, Gauge>,
     pub conflicts: Family<Labels, Gauge>,
     pub leader: Gauge,
+    pub events_dropped: Counter,
 }
 
 impl Default for OperatorMetrics {
@@ -51,6 +52,7 @@ impl OperatorMetrics {
             policy_lagging_edges: Family::default(),
             conflicts: Family::default(),
             leader: Gauge::default(),
+            events_dropped: Counter::default(),
         };
         registry.register(
             "reconciles",
@@ -111,6 +113,11 @@ impl OperatorMetrics {
             "leader",
             "1 while this replica holds the leader lease",
             m.leader.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Kubernetes events dropped because the publishing queue was full",
+            m.events_dropped.clone(),
         );
         OperatorMetrics { registry, ..m }
     }

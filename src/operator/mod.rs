@@ -11,6 +11,7 @@
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod event_queue;
 pub mod events;
 pub mod lag;
 pub mod leader;
