@@ -284,7 +284,13 @@ impl Env {
                 "6",
             ])
             .env("KUBECONFIG", &self.operator_kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                // Overridable like the nodes' (`rag_sync::operator::controller=debug` logs
+                // every pass with its phases).
+                std::env::var("RAGSYNC_TEST_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
