@@ -1,6 +1,9 @@
 //! Multi-node sync over real HTTP between real `rag-node` processes with the real SQLite
 //! store on disk. Each test ends with the invariant: every node holds identical data, and
 //! every acknowledged write is present or beaten by a version that records it as a conflict.
+//! The peers here sync in rounds only (live delivery off): the scenarios are about the round
+//! rules, and writes they make concurrent must not be delivered between them (live delivery
+//! has its own tests in `tests/live.rs` and the chaos soak).
 
 mod support;
 
@@ -33,9 +36,9 @@ async fn partition_and_heal_converges() {
     let (a, b, c) = (&n[0], &n[1], &n[2]);
     let mut acks: Vec<Ack> = Vec::new();
     a.create_collection("docs", json!({})).await;
-    a.set_peers(&[(b, "both"), (c, "both")], 100).await;
-    b.set_peers(&[(a, "both"), (c, "both")], 100).await;
-    c.set_peers(&[(a, "both"), (b, "both")], 100).await;
+    a.set_round_peers(&[(b, "both"), (c, "both")], 100).await;
+    b.set_round_peers(&[(a, "both"), (c, "both")], 100).await;
+    c.set_round_peers(&[(a, "both"), (b, "both")], 100).await;
     for i in 0..20 {
         acks.push(a.put_doc("docs", &format!("base-{i}"), "base").await);
     }
@@ -47,8 +50,8 @@ async fn partition_and_heal_converges() {
     a.ok("PUT", "/admin/config", Some(json!({"peers": [
         {"peer_id": "b", "endpoint": dead_url, "direction": "both"},
         {"peer_id": "c", "endpoint": dead_url, "direction": "both"}], "interval_seconds": 3600, "batch_size": 100}))).await;
-    b.set_peers(&[(c, "both")], 100).await;
-    c.set_peers(&[(b, "both")], 100).await;
+    b.set_round_peers(&[(c, "both")], 100).await;
+    c.set_round_peers(&[(b, "both")], 100).await;
     // b writes first (lower HLCs), then a writes a lot (its HLC moves far past b's writes).
     for i in 0..10 {
         acks.push(
@@ -79,9 +82,9 @@ async fn partition_and_heal_converges() {
     sync_until_quiet(&[b, c]).await;
 
     // Heal.
-    a.set_peers(&[(b, "both"), (c, "both")], 100).await;
-    b.set_peers(&[(a, "both"), (c, "both")], 100).await;
-    c.set_peers(&[(a, "both"), (b, "both")], 100).await;
+    a.set_round_peers(&[(b, "both"), (c, "both")], 100).await;
+    b.set_round_peers(&[(a, "both"), (c, "both")], 100).await;
+    c.set_round_peers(&[(a, "both"), (b, "both")], 100).await;
     sync_until_quiet(&[a, b, c]).await;
 
     let dump = assert_converged(&[a, b, c]).await;
@@ -127,7 +130,7 @@ async fn relay_delivers_late_old_hlc_writes() {
                 .await,
         );
     }
-    c.set_peers(&[(b, "pull")], 2).await;
+    c.set_round_peers(&[(b, "pull")], 2).await;
     assert!(errors(&c.sync().await).is_empty());
     let cp_before = c.status().await["peers"][0]["checkpoint"]
         .as_str()
@@ -138,7 +141,7 @@ async fn relay_delivers_late_old_hlc_writes() {
         "C's cursor on B is past A's old writes"
     );
     // Only now does B pull from A: A's old-HLC writes arrive at B late.
-    b.set_peers(&[(a, "pull")], 2).await;
+    b.set_round_peers(&[(a, "pull")], 2).await;
     assert!(errors(&b.sync().await).is_empty());
     assert!(errors(&c.sync().await).is_empty());
     let docs = c.documents("docs").await;
@@ -149,7 +152,7 @@ async fn relay_delivers_late_old_hlc_writes() {
         );
     }
     // Close the loop so everyone converges.
-    a.set_peers(&[(c, "pull")], 2).await;
+    a.set_round_peers(&[(c, "pull")], 2).await;
     sync_until_quiet(&[a, b, c]).await;
     let dump = assert_converged(&[a, b, c]).await;
     assert_acks_survive(&dump, &acks);
@@ -172,12 +175,13 @@ async fn skewed_clock_is_refused_without_stalling_others() {
     .await;
     a.create_collection("docs", json!({})).await;
     // Pages of one change: the refused one is followed by more pages than a puller queues.
-    a.set_peers(&[(&b, "pull"), (&s, "pull")], 1).await;
-    b.set_peers(&[(&a, "pull"), (&s, "pull")], 50).await;
-    s.set_peers(&[(&a, "pull")], 50).await;
+    a.set_round_peers(&[(&b, "pull"), (&s, "pull")], 1).await;
+    b.set_round_peers(&[(&a, "pull"), (&s, "pull")], 50).await;
+    s.set_round_peers(&[(&a, "pull")], 50).await;
     let mut acks = vec![a.put_doc("docs", "a1", "from a").await];
     // The skewed node gets the collection from a (its own clock jumps, which is its affair).
-    assert!(errors(&s.sync().await).is_empty());
+    let first = s.sync().await;
+    assert!(errors(&first).is_empty(), "{first:?}");
     for i in 1..=6 {
         s.put_doc("docs", &format!("s{i}"), "from the future").await;
     }
@@ -267,7 +271,7 @@ async fn writes_during_paging_are_never_skipped() {
         acks.push(a.put_doc("docs", &format!("pre-{i}"), "before").await);
     }
     for limit in 1..=7usize {
-        b.set_peers(&[(&a, "pull")], limit).await;
+        b.set_round_peers(&[(&a, "pull")], limit).await;
         let writer = async {
             let mut out = Vec::new();
             for i in 0..15 {
@@ -301,9 +305,9 @@ async fn concurrent_update_same_winner_no_ping_pong() {
     let (a, b, c) = (&n[0], &n[1], &n[2]);
     a.create_collection("docs", json!({})).await;
     a.put_doc("docs", "d", "original").await;
-    a.set_peers(&[(b, "both"), (c, "both")], 100).await;
-    b.set_peers(&[(a, "both"), (c, "both")], 100).await;
-    c.set_peers(&[(a, "both"), (b, "both")], 100).await;
+    a.set_round_peers(&[(b, "both"), (c, "both")], 100).await;
+    b.set_round_peers(&[(a, "both"), (c, "both")], 100).await;
+    c.set_round_peers(&[(a, "both"), (b, "both")], 100).await;
     sync_until_quiet(&[a, b, c]).await;
     let acks = vec![
         a.put_doc("docs", "d", "edit on a").await,
@@ -366,9 +370,9 @@ async fn delete_vs_concurrent_update_both_orders() {
         let (a, b) = (&n[0], &n[1]);
         a.create_collection("docs", json!({})).await;
         a.put_doc("docs", "d", "original").await;
-        b.set_peers(&[(a, "pull")], 10).await;
+        b.set_round_peers(&[(a, "pull")], 10).await;
         b.sync().await;
-        a.set_peers(&[(b, "pull")], 10).await;
+        a.set_round_peers(&[(b, "pull")], 10).await;
         let acks = vec![
             a.delete_doc("docs", "d").await,
             b.put_doc("docs", "d", &format!("update {round}")).await,
@@ -485,8 +489,8 @@ async fn wiped_peer_gets_full_resync() {
     )
     .await;
     a.create_collection("docs", json!({})).await;
-    a.set_peers(&[(&b, "both")], 7).await;
-    b.set_peers(&[(&a, "both")], 7).await;
+    a.set_round_peers(&[(&b, "both")], 7).await;
+    b.set_round_peers(&[(&a, "both")], 7).await;
     let mut acks = Vec::new();
     for i in 0..20 {
         acks.push(a.put_doc("docs", &format!("a{i}"), "from a").await);
@@ -507,7 +511,7 @@ async fn wiped_peer_gets_full_resync() {
     let status = b.status().await;
     assert_ne!(status["incarnation"].as_str().unwrap(), old_incarnation);
     assert_eq!(status["documents"], 0);
-    b.set_peers(&[(&a, "both")], 7).await;
+    b.set_round_peers(&[(&a, "both")], 7).await;
     sync_until_quiet(&[&a, &b]).await;
     let dump = assert_converged(&[&a, &b]).await;
     assert_acks_survive(&dump, &acks);
@@ -536,7 +540,7 @@ async fn kill9_mid_sync_resumes_from_checkpoint() {
         });
         acks.extend(futures::future::join_all(writes).await);
     }
-    b.set_peers(&[(&a, "pull")], 20).await;
+    b.set_round_peers(&[(&a, "pull")], 20).await;
     b.create_collection("local", json!({})).await;
     let local = b
         .put_doc("local", "mine", "written on b before the crash")
@@ -589,7 +593,7 @@ async fn kill9_mid_sync_resumes_from_checkpoint() {
         pulled as usize <= 1500 + 1 - kept as usize + 20,
         "resumed from the checkpoint: pulled {pulled} after keeping {kept}"
     );
-    a.set_peers(&[(&b, "pull")], 100).await;
+    a.set_round_peers(&[(&b, "pull")], 100).await;
     sync_until_quiet(&[&a, &b]).await;
     let dump = assert_converged(&[&a, &b]).await;
     acks.push(local);

@@ -369,16 +369,28 @@ impl TestNode {
 
     /// Replaces the node's peer list: `(peer, direction)`.
     pub async fn set_peers(&self, peers: &[(&TestNode, &str)], batch_size: usize) -> Value {
+        self.put_peers(peers, batch_size, true).await
+    }
+
+    /// [`Self::set_peers`] with live delivery off: only rounds (the one a configuration
+    /// change starts and those the test runs) move data, so writes the test makes between
+    /// rounds stay concurrent.
+    pub async fn set_round_peers(&self, peers: &[(&TestNode, &str)], batch_size: usize) -> Value {
+        self.put_peers(peers, batch_size, false).await
+    }
+
+    async fn put_peers(&self, peers: &[(&TestNode, &str)], batch_size: usize, live: bool) -> Value {
         let peers: Vec<Value> = peers
             .iter()
             .map(|(p, dir)| json!({"peer_id": p.name, "endpoint": p.url(), "direction": dir}))
             .collect();
-        self.ok(
-            "PUT",
-            "/admin/config",
-            Some(json!({"peers": peers, "interval_seconds": 3600, "batch_size": batch_size})),
-        )
-        .await
+        let config = json!({
+            "peers": peers,
+            "interval_seconds": 3600,
+            "batch_size": batch_size,
+            "live": live,
+        });
+        self.ok("PUT", "/admin/config", Some(config)).await
     }
 
     /// Waits until the round that a configuration change starts in the background has
