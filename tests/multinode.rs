@@ -49,7 +49,7 @@ async fn partition_and_heal_converges() {
     let dead_url = format!("http://127.0.0.11:{dead}");
     a.ok("PUT", "/admin/config", Some(json!({"peers": [
         {"peer_id": "b", "endpoint": dead_url, "direction": "both"},
-        {"peer_id": "c", "endpoint": dead_url, "direction": "both"}], "interval_seconds": 3600, "batch_size": 100}))).await;
+        {"peer_id": "c", "endpoint": dead_url, "direction": "both"}], "interval_seconds": 3600, "batch_size": 100, "live": false}))).await;
     b.set_round_peers(&[(c, "both")], 100).await;
     c.set_round_peers(&[(b, "both")], 100).await;
     // b writes first (lower HLCs), then a writes a lot (its HLC moves far past b's writes).

@@ -128,14 +128,7 @@ async fn mesh_hub_and_spoke_membership_conflicts_and_steady_state() {
         })
         .await;
     assert!(s["conflicts"].as_i64().unwrap() >= 3, "{s:#}");
-    let start = Instant::now();
-    while !env.events().contains("ConflictsDetected") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "a ConflictsDetected event"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.wait_event("ConflictsDetected").await;
 
     // 9. Steady state: nothing changes, so no writes to the API server and no config PUTs.
     env.wait_policy("docs", "converged again", |s| {
@@ -234,21 +227,8 @@ async fn mesh_hub_and_spoke_membership_conflicts_and_steady_state() {
         Vec::<String>::new(),
         "the deleted peer's pods were cleared"
     );
-    // Events are published off the reconcile path, so they may follow the changes a moment
-    // later.
     for reason in ["MemberAdded", "MemberRemoved", "PeerRemoved"] {
-        let start = Instant::now();
-        loop {
-            let events = env.events();
-            if events.contains(reason) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "event {reason} in {events}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        env.wait_event(reason).await;
     }
 }
 
@@ -352,14 +332,7 @@ async fn node_failure_is_degraded_with_a_reason_and_recovers() {
     let peer = env.peer_status("spokes").await;
     assert_eq!(condition(&peer, "Degraded").unwrap().0, "True", "{peer:#}");
     assert!(peer["members"][0]["lastError"].is_string(), "{peer:#}");
-    let start = Instant::now();
-    while !env.events().contains("SyncFailed") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "a SyncFailed event"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.wait_event("SyncFailed").await;
 
     // Restarted: recovers.
     env.nodes[1].restart().await;

@@ -437,14 +437,15 @@ impl Phases {
     }
 
     fn log(&self, policy: &str, members: usize) {
-        let total = format!("{:.3}s", self.started.elapsed().as_secs_f64());
+        let elapsed = self.started.elapsed();
+        let total = format!("{:.3}s", elapsed.as_secs_f64());
         let phases = self
             .spent
             .iter()
             .map(|(p, d)| format!("{p}={:.3}s", d.as_secs_f64()))
             .collect::<Vec<_>>()
             .join(" ");
-        if self.started.elapsed() >= Self::SLOW {
+        if elapsed >= Self::SLOW {
             tracing::info!(%policy, members, %total, %phases, "slow reconcile");
         } else {
             tracing::debug!(%policy, members, %total, %phases, "reconcile");

@@ -13,15 +13,14 @@ use crate::operator::events::Note;
 /// Events waiting to be published, at most.
 const CAPACITY: usize = 4096;
 
-/// Where passes leave their events. Cloning shares the queue.
-#[derive(Clone)]
+/// Where passes leave their events.
 pub struct EventQueue {
     tx: mpsc::Sender<(Event, ObjectReference)>,
     dropped: Counter,
 }
 
 impl EventQueue {
-    /// Starts the publishing task (it ends when every queue handle is gone).
+    /// Starts the publishing task (it ends when the queue is dropped).
     pub fn start(recorder: Recorder, dropped: Counter) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(CAPACITY);
         tokio::spawn(async move {

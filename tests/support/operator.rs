@@ -14,7 +14,7 @@ use rag_sync::operator::crd::{SyncPeer, SyncPolicy};
 use serde_json::{json, Value};
 
 use super::cluster::{cluster, TestCluster};
-use super::node::{free_port, NodeOptions, NodeTls, TestNode, WAIT};
+use super::node::{free_port, wait_for, NodeOptions, NodeTls, TestNode, WAIT};
 use super::pki::Validity;
 
 pub const TOKEN: &str = "e2e-sync-token-0123456789";
@@ -432,6 +432,15 @@ impl Env {
     pub fn events(&self) -> String {
         self.c
             .kubectl_ok(&["get", "events.events.k8s.io", "-n", &self.ns, "-o", "json"])
+    }
+
+    /// Waits until an event with `reason` is in the namespace (the operator publishes events
+    /// off its reconcile path, so they may follow the change they tell of).
+    pub async fn wait_event(&self, reason: &str) {
+        wait_for(&format!("a {reason} event"), WAIT, || async {
+            self.events().contains(reason).then_some(())
+        })
+        .await
     }
 }
 
