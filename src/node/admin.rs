@@ -76,12 +76,19 @@ pub async fn sync_now(
     responses((status = 200, description = "The node's status.", body = NodeStatus)))]
 pub async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
     let store = &s.store;
-    let stats = store.stats().await?;
+    // Read together, not one after another (see `SyncManager::peer_statuses`).
+    let (stats, watermark, applied, peers, pullers) = tokio::try_join!(
+        store.stats(),
+        store.head(),
+        store.applied_origins(),
+        s.manager.peer_statuses(),
+        pullers(&s),
+    )?;
     Ok(Json(NodeStatus {
         node_id: store.node_id(),
         incarnation: store.incarnation().to_string(),
-        watermark: store.head().await?,
-        applied: store.applied_origins().await?,
+        watermark,
+        applied,
         gc_horizon: s.manager.config().gc_horizon,
         documents: stats.documents,
         tombstones: stats.tombstones,
@@ -90,25 +97,24 @@ pub async fn status(State(s): State<NodeState>) -> Result<Json<NodeStatus>> {
         checkpoint_pending: stats.checkpoint_pending,
         wall_ms: store.clock().wall_ms(),
         max_clock_drift_ms: store.clock().max_drift_ms(),
-        peers: s.manager.peer_statuses().await?,
-        pullers: pullers(&s).await?,
+        peers,
+        pullers,
         config_digest: Some(s.manager.config().digest()),
     }))
 }
 
 /// Each puller's position and what lies after it.
 async fn pullers(s: &NodeState) -> Result<Vec<PullerStatus>> {
-    let mut out = Vec::new();
-    for (node_id, p) in s.manager.pullers().list() {
-        out.push(PullerStatus {
+    let status = |(node_id, p): (_, crate::sync::pullers::Puller)| async move {
+        Ok::<_, Error>(PullerStatus {
             node_id,
             since: p.since,
             backlog: crate::sync::pullers::backlog(&*s.store, p.since, &p.filter, &p.quiet).await?,
             collections: p.filter.collections,
             last_seen_ms: p.last_seen_ms,
-        });
-    }
-    Ok(out)
+        })
+    };
+    futures::future::try_join_all(s.manager.pullers().list().into_iter().map(status)).await
 }
 
 /// How much of the log lies after a cursor.
