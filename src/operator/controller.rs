@@ -404,9 +404,9 @@ pub async fn sync_policy(ctx: &Ctx, policy: &SyncPolicy) -> Result<Outcome, Erro
         gc_horizon: gc,
         now: &now,
     };
-    pass.write_statuses(&selection, &obs).await?;
+    let status_writes = pass.write_statuses(&selection, &obs).await?;
     phases.mark("statuses");
-    phases.log(&pass.key, observed.len());
+    phases.log(&pass.key, observed.len(), status_writes);
     Ok(Outcome { configs_applied })
 }
 
@@ -436,7 +436,7 @@ impl Phases {
         self.last = now;
     }
 
-    fn log(&self, policy: &str, members: usize) {
+    fn log(&self, policy: &str, members: usize, status_writes: usize) {
         let elapsed = self.started.elapsed();
         let total = format!("{:.3}s", elapsed.as_secs_f64());
         let phases = self
@@ -446,9 +446,9 @@ impl Phases {
             .collect::<Vec<_>>()
             .join(" ");
         if elapsed >= Self::SLOW {
-            tracing::info!(%policy, members, %total, %phases, "slow reconcile");
+            tracing::info!(%policy, members, status_writes, %total, %phases, "slow reconcile");
         } else {
-            tracing::debug!(%policy, members, %total, %phases, "reconcile");
+            tracing::debug!(%policy, members, status_writes, %total, %phases, "reconcile");
         }
     }
 }
@@ -723,16 +723,17 @@ impl Pass<'_> {
         })
     }
 
-    /// Writes the selected peers' statuses and the policy's, and emits their events.
+    /// Writes the selected peers' statuses and the policy's, and emits their events; returns
+    /// how many statuses it wrote.
     async fn write_statuses(
         &self,
         selection: &Selection,
         obs: &Observation<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<usize, Error> {
         let ctx = self.ctx;
         let ns = self.policy.namespace().unwrap_or_default();
-        // Several peers' status patches at once (a large policy's first pass has 20 to write);
-        // each peer's events are queued once its status is written.
+        // Several peers' status patches at once (a large policy's first pass has 20 to write),
+        // beside the policy's; each object's events are queued once its status is written.
         let mut writes = Vec::new();
         for peer in &selection.peers {
             let st = status::peer::status(obs, peer);
@@ -759,19 +760,19 @@ impl Pass<'_> {
             let notes = events::peer(before.as_ref(), &now);
             let ns = &ns;
             writes.push(async move {
+                let wrote = patch.is_some();
                 if let Some(st) = patch {
                     patch_status::<SyncPeer>(ctx, ns, &peer.name_any(), st).await?;
                 }
                 for note in notes {
                     ctx.event(peer.as_ref(), note);
                 }
-                Ok::<(), Error>(())
+                Ok::<usize, Error>(usize::from(wrote))
             });
         }
-        futures::stream::iter(writes)
+        let peer_writes = futures::stream::iter(writes)
             .buffer_unordered(STATUS_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .try_fold(0, |n, w| std::future::ready(Ok(n + w)));
         let fingerprint = events::topology_fingerprint(&obs.plan.edges);
         let before = ctx.memory(&self.key, |m| m.topology.replace(fingerprint));
         let members = obs.plan.connectivity.components.iter().map(Vec::len).sum();
@@ -784,9 +785,14 @@ impl Pass<'_> {
             .conflicts
             .get_or_create(&OperatorMetrics::labels(&[("policy", &self.key)]))
             .set(st.conflicts);
-        if Some(&st) != self.policy.status.as_ref() {
-            patch_status::<SyncPolicy>(ctx, &ns, &self.policy.name_any(), json!(st)).await?;
-        }
+        let write_policy = Some(&st) != self.policy.status.as_ref();
+        let policy_write = async {
+            if write_policy {
+                patch_status::<SyncPolicy>(ctx, &ns, &self.policy.name_any(), json!(st)).await?;
+            }
+            Ok::<usize, Error>(usize::from(write_policy))
+        };
+        let (peers_written, policy_written) = futures::try_join!(peer_writes, policy_write)?;
         let old = self.policy.status.clone().unwrap_or_default();
         let members = status::policy_members(obs.members);
         let notes = ctx.memory(&self.key, |m| {
@@ -795,7 +801,7 @@ impl Pass<'_> {
         for note in notes {
             ctx.event(self.policy, note);
         }
-        Ok(())
+        Ok(peers_written + policy_written)
     }
 }
 
@@ -817,12 +823,19 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
+    let started = Instant::now();
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&body),
     )
     .await?;
+    // With a slow pass's phases: whether its status writes were slow one by one (they queue
+    // in the API server behind other writes of the same user).
+    let took = started.elapsed();
+    if took >= Phases::SLOW {
+        tracing::debug!(kind = K::kind(&()).as_ref(), %name, took = %format!("{:.3}s", took.as_secs_f64()), "slow status write");
+    }
     Ok(())
 }
 

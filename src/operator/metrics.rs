@@ -4,8 +4,13 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+/// Bucket bounds of the reconcile durations, seconds.
+const RECONCILE_BUCKETS: [f64; 12] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0,
+];
 
 type Labels = Vec<(String, String)>;
 
@@ -40,8 +45,9 @@ impl OperatorMetrics {
             registry: Registry::default(),
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
+            // 1-2-5 bounds: one falls on the 2 s a large policy's pass should stay under.
             reconcile_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.005, 2.0, 12))
+                Histogram::new(RECONCILE_BUCKETS.iter().copied())
             }),
             config_pushes: Counter::default(),
             node_requests: Default::default(),
@@ -150,11 +156,11 @@ mod tests {
         let text = m.encode();
         let line = text
             .lines()
-            .find(|l| l.contains("reconcile_duration_seconds_bucket") && l.contains("0.32"))
+            .find(|l| l.contains("reconcile_duration_seconds_bucket") && l.contains("0.5"))
             .unwrap_or_else(|| panic!("{text}"));
         assert_eq!(
             line,
-            "ragsync_operator_reconcile_duration_seconds_bucket{le=\"0.32\",policy=\"ns/big\"} 1"
+            "ragsync_operator_reconcile_duration_seconds_bucket{le=\"0.5\",policy=\"ns/big\"} 1"
         );
     }
 }
