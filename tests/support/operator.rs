@@ -266,6 +266,12 @@ impl Env {
 
     /// Starts an operator process under the chart's ServiceAccount; returns its metrics port.
     pub async fn start_operator(&mut self, identity: &str) -> u16 {
+        self.start_operator_logging(identity, "info,kube=warn")
+            .await
+    }
+
+    /// [`Self::start_operator`] with `RUST_LOG=filter` (`RAGSYNC_TEST_OPERATOR_LOG` wins).
+    pub async fn start_operator_logging(&mut self, identity: &str, filter: &str) -> u16 {
         let port = free_port("127.0.0.1");
         let log = std::fs::File::create(self.log_path(identity)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_rag-sync-operator"))
@@ -288,8 +294,7 @@ impl Env {
                 "RUST_LOG",
                 // Overridable like the nodes' (`rag_sync::operator::controller=debug` logs
                 // every pass with its phases).
-                std::env::var("RAGSYNC_TEST_OPERATOR_LOG")
-                    .unwrap_or_else(|_| "info,kube=warn".into()),
+                std::env::var("RAGSYNC_TEST_OPERATOR_LOG").unwrap_or_else(|_| filter.into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
