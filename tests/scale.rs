@@ -78,6 +78,32 @@ fn pass_seconds(line: &str) -> Option<f64> {
     rest.split(['s', ' ']).next()?.parse().ok()
 }
 
+/// For a write that did not reach every feed: whether each node whose feed lacks one of
+/// `ids` holds it (a feed that stopped, or a lost delivery), and what it knows of its peers.
+async fn delivery_post_mortem(env: &Env, watch: &feeds::Feeds, ids: &[&str]) {
+    for (i, seen) in watch.arrivals().iter().enumerate() {
+        let missing: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !seen.contains_key(*id))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let docs = env.nodes[i].documents(feeds::COLLECTION).await;
+        let held: Vec<&str> = missing
+            .iter()
+            .copied()
+            .filter(|id| docs.contains_key(*id))
+            .collect();
+        eprintln!(
+            "node {i} ({}): feed lacks {missing:?}; the node holds {held:?}; its status: {:#}",
+            env.nodes[i].name,
+            env.nodes[i].status().await
+        );
+    }
+}
+
 /// A histogram's cumulative `(bound, count)` buckets.
 fn buckets(metrics: &str, histogram: &str, label: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{histogram}_bucket{{le=\"");
@@ -227,8 +253,7 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
     // The operator's start-up (a finalizer on every SyncPeer, a first status on every
     // policy and on every SyncPeer those select: about 2,000 writes with 49 extra policies)
     // is its own figure; the policy under test is applied to an operator that has finished
-    // it, as a user applies one. (Applied earlier, its first status writes queued behind
-    // the start-up's in the API server: 13 to 17 s.)
+    // it, as a user applies one, so its status writes do not queue behind the start-up's.
     wait_for("the operator's start-up", CONVERGE, || async {
         let peers = env.peers().list(&Default::default()).await.ok()?;
         let policies = env.policies().list(&Default::default()).await.ok()?;
@@ -280,29 +305,8 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
             .await;
         sent.push((id, origin, before));
         if let Err(e) = watch.wait_docs(k + 1).await {
-            // Post-mortem: does a node whose feed lacks the write hold it, and what does
-            // it know of its peers?
-            let arrivals = watch.arrivals();
-            for (i, seen) in arrivals.iter().enumerate() {
-                let missing: Vec<&String> = sent
-                    .iter()
-                    .map(|(id, _, _)| id)
-                    .filter(|id| !seen.contains_key(*id))
-                    .collect();
-                if missing.is_empty() {
-                    continue;
-                }
-                let docs = env.nodes[i].documents(feeds::COLLECTION).await;
-                let held: Vec<_> = missing
-                    .iter()
-                    .filter(|id| docs.contains_key(**id))
-                    .collect();
-                eprintln!(
-                    "node {i} ({}): feed lacks {missing:?}; the node holds {held:?}; its status: {:#}",
-                    env.nodes[i].name,
-                    env.nodes[i].status().await
-                );
-            }
+            let ids: Vec<&str> = sent.iter().map(|(id, _, _)| id.as_str()).collect();
+            delivery_post_mortem(&env, &watch, &ids).await;
             panic!("{e:#}");
         }
     }
@@ -457,7 +461,7 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
     println!(
         "scale figures: {n} members (Sparse, fanout 3), {} SyncPeers over {} policies\n\
          | figure | value |\n| --- | --- |\n\
-         | operator start-up: every SyncPeer finalized, every policy with a status | {startup_s:.2} s |\n\
+         | operator start-up: every SyncPeer finalized, every policy and the SyncPeers it selects with a status | {startup_s:.2} s |\n\
          | config on every pod after kubectl apply | {config_s:.2} s |\n\
          | write reaches every member: p50 / p99 / max over {WRITES} writes | {:.0} / {:.0} / {:.0} ms |\n\
          | SyncPolicy / largest SyncPeer object | {policy_bytes} / {largest_peer} bytes |\n\
@@ -477,9 +481,10 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
     // Every pass of the big policy, from the operator's log: exact times, where the
     // histogram has only bucket bounds.
     let log = env.operator_log("op-scale");
+    let big_policy = format!("{}/big ", env.ns);
     let passes: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("phases=") && l.contains(&format!("{}/big ", env.ns)))
+        .filter(|l| l.contains("phases=") && l.contains(&big_policy))
         .collect();
     let mut totals: Vec<f64> = passes.iter().filter_map(|l| pass_seconds(l)).collect();
     totals.sort_by(f64::total_cmp);

@@ -776,9 +776,7 @@ impl Pass<'_> {
         let fingerprint = events::topology_fingerprint(&obs.plan.edges);
         let before = ctx.memory(&self.key, |m| m.topology.replace(fingerprint));
         let members = obs.plan.connectivity.components.iter().map(Vec::len).sum();
-        if let Some(note) = events::topology(before, fingerprint, obs.plan.edges.len(), members) {
-            ctx.event(self.policy, note);
-        }
+        let topology = events::topology(before, fingerprint, obs.plan.edges.len(), members);
 
         let st = status::policy::status(obs);
         ctx.metrics
@@ -798,7 +796,7 @@ impl Pass<'_> {
         let notes = ctx.memory(&self.key, |m| {
             events::policy(&old, &st, &members, &mut m.errors, obs.stalled)
         });
-        for note in notes {
+        for note in topology.into_iter().chain(notes) {
             ctx.event(self.policy, note);
         }
         Ok(peers_written + policy_written)

@@ -475,8 +475,7 @@ impl SyncManager {
     }
 
     /// Per-peer status with the checkpoints of each peer's configured scope. The peers' reads
-    /// run together: a status served one read after another waited on the scheduler once
-    /// per read, which on a busy machine made it 10x slower than on an idle one.
+    /// run together, so a status waits on the scheduler about once, not once per read.
     pub async fn peer_statuses(&self) -> Result<Vec<PeerStatus>> {
         let out: Vec<PeerStatus> = self
             .peers
