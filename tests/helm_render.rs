@@ -677,6 +677,7 @@ fn operator_exposition() -> String {
     let _ = m.node_requests.get_or_create(&l);
     let _ = m.reconcile_seconds.get_or_create(&l);
     let _ = m.conflicts.get_or_create(&l);
+    let _ = m.status_deferred.get_or_create(&l);
     let text = m.encode();
     assert_registered_all(&text, "src/operator/metrics.rs", "operator_exposition");
     text

@@ -372,7 +372,8 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
     let status_calls = "ragsync_operator_node_requests_total{call=\"GET /admin/status\"}";
     let all_calls = "ragsync_operator_node_requests_total";
     // Quiet first: the last writes' transfer times and the GC horizon settle within a round
-    // or two; the window starts once one whole round changed nothing.
+    // or two, and the SyncPeers' deferred figures are written within five; the window starts
+    // once one whole round changed nothing and nothing waits to be written.
     let one_round = || async {
         let from = metric(status_calls).await;
         wait_for("a status round", CONVERGE, || async {
@@ -384,7 +385,9 @@ async fn sparse_policy_at_scale_converges_with_bounded_status_and_a_quiet_steady
     loop {
         let before = env.resource_versions();
         one_round().await;
-        if env.resource_versions() == before {
+        if env.resource_versions() == before
+            && metric("ragsync_operator_status_deferred").await == 0.0
+        {
             break;
         }
         assert!(settled.elapsed() < CONVERGE, "statuses never settled");

@@ -32,7 +32,7 @@ use crate::operator::members::{self, Selection};
 use crate::operator::metrics::OperatorMetrics;
 use crate::operator::node_client::NodeClient;
 use crate::operator::pod_dns::PodDns;
-use crate::operator::status::{self, EdgeLag, MemberReport, Observation, Observed};
+use crate::operator::status::{self, pacing, EdgeLag, MemberReport, Observation, Observed};
 use crate::operator::topology::{self, Member, Plan};
 use crate::wire::Backlog;
 
@@ -69,6 +69,8 @@ struct Memory {
     topology: Option<u64>,
     /// Members with metric series, to remove those of members that left.
     metric_members: BTreeSet<String>,
+    /// When each selected SyncPeer's status was last written (see [`pacing`]).
+    status_written: BTreeMap<String, Instant>,
 }
 
 /// Longest a reconcile waits for the caches' first full list before it retries.
@@ -644,13 +646,17 @@ impl Pass<'_> {
             incarnation,
             collections,
         } = status::edge_cursor(edge, from, to);
+        // A backlog is aged on the sender's clock when it answered, as `kubectl ragsync` does:
+        // aged at the end of the pass, a change in flight when the sender answered would count
+        // the time the other 199 answers took as lag.
         let backlog = match &from.node {
             Ok(s) => {
                 let to_node = to.node.as_ref().ok().map(|t| t.node_id);
+                let answered = if s.wall_ms > 0 { s.wall_ms } else { now };
                 match lag::served_backlog(s, edge.mode, &edge.to, to_node) {
-                    Some(b) => Some(b),
+                    Some(b) => Some((b, answered)),
                     None if lag::nothing_pending(s, checkpoint, incarnation.as_deref()) => {
-                        Some(Backlog::default())
+                        Some((Backlog::default(), answered))
                     }
                     None => {
                         let since = checkpoint.map(|c| c.to_hex());
@@ -658,6 +664,7 @@ impl Pass<'_> {
                             .backlog(&from.member.endpoint, since.as_deref(), &collections)
                             .await
                             .ok()
+                            .map(|b| (b, now_ms()))
                     }
                 }
             }
@@ -665,7 +672,7 @@ impl Pass<'_> {
         };
         EdgeLag {
             edge: edge.clone(),
-            lag: backlog.map_or(Lag::ZERO, |b| lag::edge_lag(&b, now)),
+            lag: backlog.map_or(Lag::ZERO, |(b, at)| lag::edge_lag(&b, at)),
             checkpoint,
         }
     }
@@ -734,12 +741,14 @@ impl Pass<'_> {
         let ns = self.policy.namespace().unwrap_or_default();
         // Several peers' status patches at once (a large policy's first pass has 20 to write),
         // beside the policy's; each object's events are queued once its status is written.
-        let mut writes = Vec::new();
+        let mut planned = Vec::new();
         for peer in &selection.peers {
             let st = status::peer::status(obs, peer);
-            let patch = (peer.metadata.deletion_timestamp.is_none()
-                && Some(&st) != peer.status.as_ref())
-            .then(|| json!(st));
+            let change = if peer.metadata.deletion_timestamp.is_some() {
+                pacing::Change::None
+            } else {
+                pacing::change(peer.status.as_ref(), &st)
+            };
             let name = peer.name_any();
             let now: BTreeSet<String> = obs
                 .members
@@ -757,12 +766,44 @@ impl Pass<'_> {
                 }
                 Some(_) => None,
             });
-            let notes = events::peer(before.as_ref(), &now);
+            planned.push((peer, st, change, events::peer(before.as_ref(), &now)));
+        }
+        let names: BTreeSet<String> = selection.peers.iter().map(|p| p.name_any()).collect();
+        let waiting: Vec<(String, Option<Instant>)> = ctx.memory(&self.key, |m| {
+            m.status_written.retain(|name, _| names.contains(name));
+            planned
+                .iter()
+                .filter(|p| p.2 == pacing::Change::Progress)
+                .map(|p| {
+                    let name = p.0.name_any();
+                    let at = m.status_written.get(&name).copied();
+                    (name, at)
+                })
+                .collect()
+        });
+        let due: BTreeSet<String> =
+            pacing::pick(&waiting, pacing::progress_budget(selection.peers.len()))
+                .into_iter()
+                .collect();
+        ctx.metrics
+            .status_deferred
+            .get_or_create(&OperatorMetrics::labels(&[("policy", &self.key)]))
+            .set(i64::try_from(waiting.len() - due.len()).unwrap_or(i64::MAX));
+        let mut writes = Vec::new();
+        for (peer, st, change, notes) in planned {
+            let name = peer.name_any();
+            let write = match change {
+                pacing::Change::None => false,
+                pacing::Change::Progress => due.contains(&name),
+                pacing::Change::Significant => true,
+            };
+            let patch = write.then(|| json!(st));
             let ns = &ns;
             writes.push(async move {
                 let wrote = patch.is_some();
                 if let Some(st) = patch {
-                    patch_status::<SyncPeer>(ctx, ns, &peer.name_any(), st).await?;
+                    patch_status::<SyncPeer>(ctx, ns, &name, st).await?;
+                    ctx.memory(&self.key, |m| m.status_written.insert(name, Instant::now()));
                 }
                 for note in notes {
                     ctx.event(peer.as_ref(), note);

@@ -28,6 +28,8 @@ pub struct OperatorMetrics {
     pub policy_max_lag_seconds: Family<Labels, Gauge>,
     pub policy_lagging_edges: Family<Labels, Gauge>,
     pub conflicts: Family<Labels, Gauge>,
+    /// SyncPeers whose new progress figures wait for their turn to be written.
+    pub status_deferred: Family<Labels, Gauge>,
     pub leader: Gauge,
     pub events_dropped: Counter,
 }
@@ -57,6 +59,7 @@ impl OperatorMetrics {
             policy_max_lag_seconds: Family::default(),
             policy_lagging_edges: Family::default(),
             conflicts: Family::default(),
+            status_deferred: Family::default(),
             leader: Gauge::default(),
             events_dropped: Counter::default(),
         };
@@ -114,6 +117,11 @@ impl OperatorMetrics {
             "conflicts",
             "Conflicts recorded by a policy's members",
             m.conflicts.clone(),
+        );
+        registry.register(
+            "status_deferred",
+            "SyncPeers of a policy whose new progress figures are not written yet",
+            m.status_deferred.clone(),
         );
         registry.register(
             "leader",

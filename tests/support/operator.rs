@@ -3,7 +3,7 @@
 //! real `rag-node` processes on loopback with Pod objects whose status the test fills in as a
 //! kubelet would, and `rag-sync-operator` processes running under that ServiceAccount.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -454,6 +454,17 @@ impl Drop for Env {
         for (_, child, _) in &mut self.operators {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Beside the nodes' logs when asked to keep them (see `Node`'s drop).
+        if let (Ok(keep), Some(dir)) = (std::env::var("RAGSYNC_TEST_KEEP_LOGS"), &self.logs) {
+            let _ = std::fs::create_dir_all(&keep);
+            for entry in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::copy(entry.path(), Path::new(&keep).join(entry.file_name()));
+            }
         }
         if std::thread::panicking() {
             if let Some(dir) = self.logs.take() {

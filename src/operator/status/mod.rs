@@ -18,6 +18,8 @@ use crate::operator::topology::{Edge, Member, Mode, Plan};
 use crate::wire::NodeStatus;
 use crate::wire::WatermarkResponse;
 
+pub mod pacing;
+
 /// What one pass observed of a member.
 #[derive(Debug)]
 pub struct Observed {
@@ -514,8 +516,10 @@ pub mod peer {
         }
     }
 
-    /// `Synced`: no change is pending towards the members (`stalled`: the members' stalled
-    /// incoming edges).
+    /// `Synced`: no change towards the members has been pending for a second or more
+    /// (`stalled`: the members' stalled incoming edges). A change younger than that is in
+    /// flight: with live sync every write is, for a few milliseconds, and a condition that
+    /// flipped with each one would say nothing and cost two status writes per SyncPeer.
     pub fn synced(at: Stamp, stalled: &[&str], pending: i64, max_lag_seconds: i64) -> Condition {
         if !stalled.is_empty() {
             at.condition(
@@ -524,12 +528,19 @@ pub mod peer {
                 reason::STALLED,
                 &stalled_message(stalled.iter().copied()),
             )
-        } else if pending > 0 {
+        } else if pending > 0 && max_lag_seconds > 0 {
             at.condition(
                 conditions::SYNCED,
                 false,
                 reason::LAGGING,
                 &format!("{pending} changes pending, max lag {max_lag_seconds}s"),
+            )
+        } else if pending > 0 {
+            at.condition(
+                conditions::SYNCED,
+                true,
+                reason::SYNCED,
+                &format!("{pending} changes in flight, none pending for a second"),
             )
         } else {
             at.condition(

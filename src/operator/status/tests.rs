@@ -440,6 +440,15 @@ fn peer_synced() {
         verdict(&peer::synced(at, &[], 5, 9)),
         ("False", "Lagging", "5 changes pending, max lag 9s")
     );
+    assert_eq!(
+        verdict(&peer::synced(at, &[], 5, 0)),
+        (
+            "True",
+            "Synced",
+            "5 changes in flight, none pending for a second"
+        ),
+        "changes under a second old are in flight, not lag"
+    );
     let c = peer::synced(at, &[], 0, 0);
     assert_eq!(verdict(&c), ("True", "Synced", "no changes pending"));
     assert_eq!(c.type_, "Synced");
